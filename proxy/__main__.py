@@ -1,0 +1,135 @@
+"""The command line: `fender run | check | schema | version | demo`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+import orjson
+
+from . import __version__
+from .config import Config, load_config
+from .loader import ConfigError
+from .logs import JsonLog
+
+CONFIG_ENV = "FENDER_CONFIG"
+
+
+def c_parser_missing() -> str | None:
+    """Why Fender must not serve with this aiohttp, or None when it may."""
+    from aiohttp import http_parser
+
+    c_parser = getattr(http_parser, "HttpRequestParserC", None)
+    if c_parser is None or http_parser.HttpRequestParser is not c_parser:
+        return (
+            "aiohttp's C HTTP parser is not in use (AIOHTTP_NO_EXTENSIONS set, or aiohttp "
+            "installed without its compiled extensions). The pure-Python parser has carried "
+            "request-smuggling bugs, so Fender refuses to serve with it. Unset "
+            "AIOHTTP_NO_EXTENSIONS or reinstall aiohttp from a wheel."
+        )
+    return None
+
+
+def run_async(main: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop when it is installed, on asyncio's loop otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)  # type: ignore[no-any-return]
+
+
+def schema() -> dict[str, Any]:
+    data = Config.model_json_schema()
+    data["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    data["title"] = "Fender policy file"
+    return data
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .app import serve
+
+    path = args.config or os.environ.get(CONFIG_ENV)
+    if not path:
+        print(f"fender run: give -c FILE or set {CONFIG_ENV}", file=sys.stderr)
+        return 2
+    log = JsonLog()
+    problem = c_parser_missing()
+    if problem:
+        log.event("start_failed", "error", error=problem)
+        print(f"fender: {problem}", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        log.event("start_failed", "error", error="invalid config", problems=str(exc))
+        print(exc, file=sys.stderr)
+        return 1
+    return run_async(serve(config, log))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    failed = False
+    for path in args.files:
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            failed = True
+        else:
+            print(f"{path}: ok (hash {config.hash})")
+    return 1 if failed else 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    out = orjson.dumps(schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    sys.stdout.buffer.write(out + b"\n")
+    return 0
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(f"fender {__version__}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    problem = c_parser_missing()
+    if problem:
+        print(f"fender: {problem}", file=sys.stderr)
+        return 2
+    return run_async(run_demo(args.duration))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fender", description="A sidecar resilience proxy.")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="serve with a policy file")
+    run.add_argument("-c", "--config", help=f"the policy file (or ${CONFIG_ENV})")
+    run.set_defaults(func=cmd_run)
+    check = sub.add_parser("check", help="validate policy files without starting")
+    check.add_argument("files", nargs="+")
+    check.set_defaults(func=cmd_check)
+    sub.add_parser("schema", help="print the policy file's JSON Schema").set_defaults(
+        func=cmd_schema
+    )
+    sub.add_parser("version", help="print the version").set_defaults(func=cmd_version)
+    demo = sub.add_parser("demo", help="run Fender before a misbehaving built-in upstream")
+    demo.add_argument("--duration", type=float, default=30.0, help="seconds (default 30)")
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

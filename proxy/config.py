@@ -1,0 +1,348 @@
+"""The policy file's model: pydantic v2, unknown keys refused, frozen once validated.
+
+Only what Fender implements is accepted: a key that would be silently ignored is an error.
+Each default is stated where its field is declared. `load_config()` is the one way in from
+a file; it reports every problem with the file, the line and the key path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+from .loader import ConfigError, Document, KeyPath, Problem, read_document
+from .units import Duration, Size
+
+# Names end up as metric labels and in headers: keep them short and plain.
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
+HeaderName = Annotated[
+    str, StringConstraints(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"), AfterValidator(str.lower)
+]
+Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"]
+
+_ADDRESS_RE = re.compile(
+    r"^(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>\d{1,5})$"
+)
+_ENDPOINT_RE = re.compile(
+    r"^(?P<scheme>https?)://(?P<authority>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(?P<port>\d{1,5}))?"
+    r"(?P<path>/[^?#]*)?$"
+)
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """`127.0.0.1:15000` -> ('127.0.0.1', 15000); `[::1]:80` -> ('::1', 80)."""
+    m = _ADDRESS_RE.match(address)
+    if not m:
+        raise ValueError("not an address: write host:port, like '127.0.0.1:15000'")
+    port = int(m.group("port"))
+    if not 0 <= port <= 65535:
+        raise ValueError("the port must be between 0 and 65535")
+    return m.group("v6") or m.group("host"), port
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_address(value: str) -> str:
+    split_address(value)
+    return value
+
+
+def _check_endpoint(value: str) -> str:
+    m = _ENDPOINT_RE.match(value)
+    if not m:
+        raise ValueError(
+            "not an endpoint: write http:// or https://, a host, an optional port and path, "
+            "no user info, query or fragment, like 'https://api.example.com'"
+        )
+    port = m.group("port")
+    if port is not None and not 1 <= int(port) <= 65535:
+        raise ValueError("the port must be between 1 and 65535")
+    return value.rstrip("/")
+
+
+def _check_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("a path starts with '/'")
+    return value
+
+
+Address = Annotated[str, AfterValidator(_check_address)]
+Endpoint = Annotated[str, AfterValidator(_check_endpoint)]
+PathText = Annotated[str, AfterValidator(_check_path)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Control(Section):
+    """The control port: metrics, probes and the control API."""
+
+    address: Address = "127.0.0.1:9901"
+    # Bearer token for everything but /metrics, /livez and /readyz. Required when the
+    # address is not loopback: a control port reachable from the network must not be open.
+    token_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> Control:
+        host, _ = split_address(self.address)
+        if self.token_file is None and not is_loopback(host):
+            raise ValueError(
+                f"control.address {self.address} is not loopback: set control.token_file too"
+            )
+        if self.token_file is not None:
+            try:
+                token = self.token_file.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"cannot read token_file {self.token_file}: {exc}") from None
+            if not token:
+                raise ValueError(f"token_file {self.token_file} is empty")
+        return self
+
+
+class Drain(Section):
+    """What happens on SIGTERM or SIGINT."""
+
+    # Keep serving new requests this long after the signal (readiness already says 503),
+    # so that a classic sidecar outlives its app's last calls.
+    delay: Duration = 5.0
+    # Then stop accepting, and give in-flight requests this long before aborting them.
+    timeout: Duration = 25.0
+
+
+class Log(Section):
+    access: bool = True  # one JSON line per request on stdout
+
+
+class Limits(Section):
+    """Listener hardening against malformed and slow clients."""
+
+    max_request_line: Size = 8 * 1024
+    max_header_size: Size = 8 * 1024  # one header line
+    max_headers: int = Field(default=100, ge=1, le=1000)
+    # A request whose headers have not fully arrived this long after its first byte is
+    # dropped (slowloris).
+    header_timeout: Duration = 10.0
+    # An idle keep-alive connection from the app is closed after this long.
+    idle_timeout: Duration = 75.0
+
+
+class Match(Section):
+    """Which requests a route takes; every given condition must hold. First match wins."""
+
+    path_prefix: PathText | None = None
+    path: PathText | None = None  # exact path, without the query
+    host: str | None = None  # Host header without port; `*.example.com` matches subdomains
+    methods: tuple[Method, ...] | None = None
+    headers: dict[HeaderName, str] = Field(default_factory=dict)  # exact values
+
+    @model_validator(mode="after")
+    def _one_path_kind(self) -> Match:
+        if self.path is not None and self.path_prefix is not None:
+            raise ValueError("give either path or path_prefix, not both")
+        return self
+
+
+class Rewrite(Section):
+    strip_prefix: str = ""  # removed from the start of the path when it is there
+    prefix: str = ""  # then put in front of the path
+
+
+class Route(Section):
+    name: Name
+    match: Match = Match()
+    upstream: Name
+    rewrite: Rewrite = Rewrite()
+
+
+class Listener(Section):
+    name: Name
+    address: Address
+    routes: tuple[Route, ...] = Field(min_length=1)
+    limits: Limits = Limits()
+
+
+class HeaderRules(Section):
+    """Header changes on the way to an upstream; `set` replaces what the app sent."""
+
+    set: dict[HeaderName, str] = Field(default_factory=dict)
+    remove: tuple[HeaderName, ...] = ()
+
+
+class Tls(Section):
+    verify: bool = True  # turning it off logs a warning at every start
+    ca_file: Path | None = None  # PEM bundle of a private CA; replaces the system CAs
+
+
+class Pool(Section):
+    max_connections: int = Field(default=100, ge=1)
+    # Shorter than the shortest common upstream keep-alive (Node.js: 5s), so that Fender
+    # closes an idle connection before the upstream does and never sends on a dead one.
+    idle_timeout: Duration = 4.0
+
+
+class Upstream(Section):
+    endpoints: tuple[Endpoint, ...] = Field(min_length=1)  # round robin
+    headers: HeaderRules = HeaderRules()
+    tls: Tls = Tls()
+    pool: Pool = Pool()
+    forwarded_headers: bool = False  # add X-Forwarded-For and X-Forwarded-Proto
+
+
+class Config(Section):
+    version: Literal[1]
+    control: Control = Control()
+    drain: Drain = Drain()
+    log: Log = Log()
+    listeners: tuple[Listener, ...] = Field(min_length=1)
+    upstreams: dict[Name, Upstream] = Field(min_length=1)
+
+    _source: str = PrivateAttr(default="<memory>")
+    _templates: dict[KeyPath, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        problems = reference_problems(self)
+        if problems:
+            raise ReferenceError_(problems)
+        return self
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    def public_view(self) -> dict[str, Any]:
+        """The effective config with every secret replaced (for GET /config and the hash)."""
+        data: dict[str, Any] = self.model_dump(mode="json")
+        for path, template in self._templates.items():
+            _put(data, path, template)
+        for name, upstream in data["upstreams"].items():
+            for header in upstream["headers"]["set"]:
+                if ("upstreams", name, "headers", "set", header) not in self._templates:
+                    upstream["headers"]["set"][header] = "<redacted>"
+        return data
+
+    @property
+    def hash(self) -> str:
+        """Short hash of the public view: which version of the policy runs."""
+        return hashlib.sha256(
+            orjson.dumps(self.public_view(), option=orjson.OPT_SORT_KEYS)
+        ).hexdigest()[:12]
+
+
+class ReferenceError_(ValueError):
+    """Cross-section problems (dangling names, duplicates), each with its own key path."""
+
+    def __init__(self, problems: list[tuple[KeyPath, str]]) -> None:
+        super().__init__("; ".join(msg for _, msg in problems))
+        self.problems = problems
+
+
+def reference_problems(config: Config) -> list[tuple[KeyPath, str]]:
+    problems: list[tuple[KeyPath, str]] = []
+    addresses: dict[str, KeyPath] = {config.control.address: ("control", "address")}
+    listener_names: set[str] = set()
+    route_names: set[str] = set()
+    for i, listener in enumerate(config.listeners):
+        where: KeyPath = ("listeners", i)
+        if listener.name in listener_names:
+            problems.append(((*where, "name"), f"listener name {listener.name!r} is used twice"))
+        listener_names.add(listener.name)
+        if listener.address in addresses:
+            other = ".".join(map(str, addresses[listener.address]))
+            problems.append(((*where, "address"), f"address also used by {other}"))
+        addresses[listener.address] = where
+        for j, route in enumerate(listener.routes):
+            at: KeyPath = (*where, "routes", j)
+            if route.name in route_names:
+                problems.append(((*at, "name"), f"route name {route.name!r} is used twice"))
+            route_names.add(route.name)
+            if route.upstream not in config.upstreams:
+                known = ", ".join(sorted(config.upstreams)) or "none"
+                problems.append(
+                    ((*at, "upstream"), f"no upstream named {route.upstream!r} (known: {known})")
+                )
+    return problems
+
+
+def _put(data: Any, path: KeyPath, value: Any) -> None:
+    for part in path[:-1]:
+        data = data[part]
+    data[path[-1]] = value
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read, substitute and validate a policy file; raises ConfigError listing every problem."""
+    doc = read_document(path, env)
+    return validate_document(doc)
+
+
+def validate_document(doc: Document) -> Config:
+    try:
+        config = Config.model_validate(doc.data)
+    except ValidationError as exc:
+        raise ConfigError(doc.source, doc.problems + _problems(doc, exc)) from None
+    if doc.problems:
+        raise ConfigError(doc.source, doc.problems)
+    config._source = doc.source
+    config._templates = dict(doc.templates)
+    return config
+
+
+def _problems(doc: Document, exc: ValidationError) -> list[Problem]:
+    problems = []
+    errors = exc.errors(include_url=False)
+    known = {p.path for p in doc.problems}
+    # A list whose only item failed also reports "too short": the item's error says more.
+    failed = {tuple(err["loc"]) for err in errors if err["type"] != "too_short"}
+    for err in errors:
+        loc: KeyPath = tuple(err["loc"])
+        if any(loc[: len(path)] == path for path in known):
+            continue  # already reported by the loader (say, an unset variable)
+        if err["type"] == "too_short" and any(f[: len(loc)] == loc for f in failed):
+            continue
+        nested = err.get("ctx", {}).get("error")
+        if isinstance(nested, ReferenceError_):
+            for path, message in nested.problems:
+                problems.append(Problem((*loc, *path), message, doc.line_of((*loc, *path))))
+            continue
+        problems.append(Problem(loc, _message(doc, loc, err), doc.line_of(loc)))
+    return problems
+
+
+def _message(doc: Document, loc: KeyPath, err: Any) -> str:
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return "unknown key (a typo, or a section this version of Fender does not have)"
+    if err["type"] == "missing":
+        return "required key is missing"
+    # Never echo a value that came from the environment or a secret file, nor any header
+    # value: both are where credentials live.
+    secret = loc in doc.templates or "headers" in loc
+    value = err.get("input")
+    if not secret and isinstance(value, str | int | float | bool) and len(str(value)) < 80:
+        message += f" (got {value!r})"
+    return message

@@ -1,0 +1,59 @@
+"""JSON lines on stdout: one per request (access) and one per event of Fender's own.
+
+Access lines go through a buffer that is flushed a few times a second, so a busy proxy
+does not pay a write system call per request; events are flushed at once. No line ever
+holds a header value, so credentials cannot leak through the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import sys
+from typing import IO, Any
+
+import orjson
+
+_UTC = datetime.UTC
+FLUSH_INTERVAL = 0.25
+
+
+class JsonLog:
+    def __init__(self, stream: IO[bytes] | None = None) -> None:
+        self._stream = stream if stream is not None else sys.stdout.buffer
+        self._pending: list[bytes] = []
+        self._flusher: asyncio.TimerHandle | None = None
+
+    def event(self, event: str, level: str = "info", **fields: Any) -> None:
+        """Fender's own events: start, stop, errors. Written and flushed at once."""
+        self._pending.append(self._line({"level": level, "event": event, **fields}))
+        self.flush()
+
+    def access(self, **fields: Any) -> None:
+        """One request; written within FLUSH_INTERVAL."""
+        self._pending.append(self._line({"level": "info", "event": "request", **fields}))
+        if self._flusher is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._flusher = loop.call_later(FLUSH_INTERVAL, self.flush)
+
+    def flush(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            try:
+                self._stream.write(data)
+                self._stream.flush()
+            except (OSError, ValueError):
+                pass  # stdout closed or broken: logging must never take the proxy down
+
+    @staticmethod
+    def _line(fields: dict[str, Any]) -> bytes:
+        fields = {"time": datetime.datetime.now(_UTC), **fields}
+        return orjson.dumps(fields, default=str) + b"\n"

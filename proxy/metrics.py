@@ -1,0 +1,89 @@
+"""Every collector Fender exports, on a private registry, declared in this one place.
+
+Labels are config names (route, upstream, endpoint) and small fixed vocabularies
+(outcome, result, code class), never raw paths: the series count is bounded by the file.
+The hot path goes through `count_request()` and `count_attempt()`, which cache the
+labelled children so a request costs dictionary look-ups, not label validation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+NO_ROUTE = "_unmatched"  # route and upstream label of requests no route took
+_CODE_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+
+class Metrics:
+    def __init__(self) -> None:
+        # `*_created` series double the series count and no dashboard uses them. The switch
+        # is process-wide in prometheus-client; Fender has no other registry.
+        disable_created_metrics()
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "fender_requests_total",
+            "Requests answered to the app, by route, upstream, outcome and status class.",
+            ["route", "upstream", "outcome", "code_class"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "fender_request_duration_seconds",
+            "Time from the request's arrival to the end of the answer, by route.",
+            ["route"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.upstream_attempts = Counter(
+            "fender_upstream_attempts_total",
+            "Attempts sent to an upstream endpoint, by what came of them: response "
+            "(headers arrived, any status) or the failure reason.",
+            ["upstream", "endpoint", "result"],
+            registry=r,
+        )
+        self.config_info = Gauge(
+            "fender_config_info",
+            "1 for the hash of the policy file that runs.",
+            ["hash"],
+            registry=r,
+        )
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def count_request(
+        self, route: str, upstream: str, outcome: str, status: int, seconds: float
+    ) -> None:
+        key = (route, upstream, outcome, status // 100)
+        pair = self._children.get(key)
+        if pair is None:
+            code_class = _CODE_CLASS.get(status // 100, "other")
+            pair = (
+                self.requests.labels(route, upstream, outcome, code_class),
+                self.request_duration.labels(route),
+            )
+            self._children[key] = pair
+        pair[0].inc()
+        pair[1].observe(seconds)
+
+    def count_attempt(self, upstream: str, endpoint: str, result: str) -> None:
+        key = ("attempt", upstream, endpoint, result)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.upstream_attempts.labels(upstream, endpoint, result)
+        child.inc()
+
+    def set_config(self, config_hash: str) -> None:
+        self.config_info.clear()
+        self.config_info.labels(config_hash).set(1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,107 @@
+"""The shape every policy shares: a Call goes in, a Reply comes out.
+
+A policy is `async def __call__(call, call_next) -> Reply`. `compose()` stacks policies
+around the terminal handler (the upstream's `send`); the first policy given is the
+outermost. Which policies, in which order, is decided in `policies/__init__.py` only.
+
+Failures travel as exceptions of two families (STYLE.md rule 6): `Rejected` (answered
+locally, the upstream was not called) and `UpstreamFailed` (called, and it failed). The
+`reason` of either is the same word in the metric label, the header and the log line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from multidict import CIMultiDict
+
+Body = bytes | AsyncIterable[bytes]
+
+
+@dataclass(slots=True)
+class Call:
+    """One request on its way to an upstream; per-call state, made per request."""
+
+    method: str
+    target: str  # path and query as the upstream will see them (after rewrite)
+    headers: CIMultiDict[str]  # already cleaned for the upstream
+    body: AsyncIterable[bytes] | None  # None: the request has no body
+    route: str
+    request_id: str
+    attempts: int = 0  # upstream attempts made so far, the first included
+
+
+@dataclass(slots=True)
+class Reply:
+    """What goes back to the app: status and headers first, then a body that may stream."""
+
+    status: int
+    headers: CIMultiDict[str]
+    body: Body = b""
+    reason: str = ""  # the status line's reason phrase; empty for the standard one
+    content_length: int | None = None  # None: unknown, the body is sent chunked
+    outcome: str = "ok"
+    fender_reason: str = ""  # x-fender-reason, when a policy shaped this reply
+    release: Callable[[], None] = field(default=lambda: None)
+
+
+Handler = Callable[[Call], Awaitable[Reply]]
+
+
+class Policy(Protocol):
+    async def __call__(self, call: Call, call_next: Handler) -> Reply: ...
+
+
+def compose(policies: Sequence[Policy], terminal: Handler) -> Handler:
+    """Wrap `terminal` in `policies`, the first one outermost. Built once per route."""
+    handler = terminal
+    for policy in reversed(policies):
+        handler = _bind(policy, handler)
+    return handler
+
+
+def _bind(policy: Policy, call_next: Handler) -> Handler:
+    async def handler(call: Call) -> Reply:
+        return await policy(call, call_next)
+
+    return handler
+
+
+class FenderError(Exception):
+    """A request Fender answers itself; `reason` is the x-fender-reason word."""
+
+    status = 502
+    outcome = "failed"
+
+    def __init__(self, reason: str, detail: str = "", *, status: int | None = None) -> None:
+        super().__init__(detail or reason)
+        self.reason = reason
+        self.detail = detail or reason
+        if status is not None:
+            self.status = status
+
+
+class Rejected(FenderError):
+    """Answered locally: the upstream was not called (no route, limits, open circuit)."""
+
+    status = 503
+    outcome = "rejected"
+
+    def __init__(
+        self,
+        reason: str,
+        detail: str = "",
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(reason, detail, status=status)
+        self.retry_after = retry_after
+
+
+class UpstreamFailed(FenderError):
+    """The upstream was called and failed before a response could be relayed."""
+
+    status = 502

@@ -1,0 +1,260 @@
+"""The data plane: an app's request -> route -> Call -> pipeline -> reply streamed back.
+
+Built on aiohttp's low-level server (no router, no middlewares: the routes are ours).
+A response streams chunk by chunk as the upstream sends it, with backpressure both ways.
+Once the status line went to the app there is no way to say "failed" cleanly, so a
+failure mid-body aborts the app's connection: it sees truncation, never a fake clean end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from multidict import CIMultiDict
+from yarl import URL
+
+from .clock import Clock
+from .config import Limits
+from .headers import RequestHeaders, request_id
+from .logs import JsonLog
+from .metrics import NO_ROUTE, Metrics
+from .pipeline import Call, FenderError, Handler, Rejected, Reply
+from .routing import Router, normalize_path
+
+# Not a real status: the app closed its connection before the answer (nginx's 499).
+CLIENT_CLOSED = 499
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTarget:
+    """What a matched route leads to: its upstream's header rules and its pipeline."""
+
+    upstream: str
+    headers: RequestHeaders
+    handler: Handler
+
+
+class DataPlane:
+    """The request handler of one listener."""
+
+    def __init__(
+        self,
+        listener: str,
+        router: Router,
+        targets: Mapping[str, RouteTarget],
+        *,
+        metrics: Metrics,
+        log: JsonLog,
+        clock: Clock,
+        access_log: bool,
+        draining: Callable[[], bool],
+    ) -> None:
+        self.listener = listener
+        self.router = router
+        self.targets = targets
+        self.metrics = metrics
+        self.log = log
+        self.clock = clock
+        self.access_log = access_log
+        self.draining = draining
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        start = self.clock.monotonic()
+        rid = request_id(request.headers)
+        route, upstream = NO_ROUTE, NO_ROUTE
+        status, outcome, call = CLIENT_CLOSED, "cancelled", None
+        try:
+            try:
+                call, dest = self._call(request, rid)
+                route, upstream = call.route, dest.upstream
+                if call.body is not None and _expects_continue(request):
+                    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                reply = await dest.handler(call)
+            except FenderError as err:
+                reply = error_reply(err, rid)
+            except Exception as exc:  # a bug of ours: answer 500, never crash the listener
+                self.log.event("internal_error", "error", request_id=rid, error=repr(exc))
+                reply = error_reply(FenderError("internal_error", status=500), rid)
+            status, outcome = reply.status, reply.outcome
+            response, cut = await self._relay(request, reply)
+            outcome = cut or outcome
+            return response
+        finally:
+            seconds = self.clock.monotonic() - start
+            self.metrics.count_request(route, upstream, outcome, status, seconds)
+            if self.access_log:
+                self.log.access(
+                    request_id=rid,
+                    listener=self.listener,
+                    route=route,
+                    upstream=upstream,
+                    method=request.method,
+                    status=status,
+                    duration_ms=round(seconds * 1000, 3),
+                    outcome=outcome,
+                    attempts=call.attempts if call else 0,
+                )
+
+    def _call(self, request: web.BaseRequest, rid: str) -> tuple[Call, RouteTarget]:
+        """Route the request and make its Call; raises Rejected when it cannot go anywhere."""
+        target = _split_target(request.raw_path)
+        path = normalize_path(target[0]) if target else None
+        if target is None or path is None:
+            raise Rejected("bad_request", "the request target is not a usable path", status=400)
+        route = self.router.match(request.method, request.host, path, request.headers)
+        if route is None:
+            raise Rejected("no_route", f"no route for {request.method} {path}", status=404)
+        dest = self.targets[route.name]
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        call = Call(
+            method=request.method,
+            target=route.rewrite(path) + target[1],
+            headers=dest.headers.build(request.headers, rid, peer[0] if peer else None),
+            body=request.content.iter_any() if request.body_exists else None,
+            route=route.name,
+            request_id=rid,
+        )
+        return call, dest
+
+    async def _relay(
+        self, request: web.BaseRequest, reply: Reply
+    ) -> tuple[web.StreamResponse, str | None]:
+        """Send the reply; returns the response and, if the body was cut, the outcome."""
+        response = web.StreamResponse(
+            status=reply.status, reason=reply.reason or None, headers=reply.headers
+        )
+        body = reply.body
+        if isinstance(body, bytes):
+            response.content_length = len(body)
+        elif reply.content_length is not None:
+            response.content_length = reply.content_length
+        if self.draining():
+            response.force_close()  # tell keep-alive apps to reconnect elsewhere
+        try:
+            await response.prepare(request)
+            if isinstance(body, bytes):
+                if body:
+                    await response.write(body)
+            else:
+                cut = await _stream(request, response, body)
+                if cut:
+                    return response, cut
+            await response.write_eof()
+        finally:
+            reply.release()
+        return response, None
+
+
+async def _stream(request: web.BaseRequest, response: web.StreamResponse, body: Any) -> str | None:
+    """Copy the body chunk by chunk; returns the outcome if it had to be cut."""
+    try:
+        async for chunk in body:
+            await response.write(chunk)
+    except ConnectionResetError:
+        return "cancelled"  # the app went away
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        # The upstream failed after the status line went out: cut the app's connection so
+        # that it sees a truncated answer, never a short body that looks complete.
+        if request.transport is not None:
+            request.transport.abort()
+        return "failed"
+    return None
+
+
+def _expects_continue(request: web.BaseRequest) -> bool:
+    return request.version >= (1, 1) and request.headers.get("expect", "").lower() == "100-continue"
+
+
+def _split_target(raw: str) -> tuple[str, str] | None:
+    """Request target -> (path, '?query' or ''); absolute-form keeps only path and query."""
+    if not raw.startswith("/"):
+        if "://" not in raw:
+            return None  # '*' or authority-form: nothing to forward
+        url = URL(raw)
+        raw = url.raw_path + (f"?{url.raw_query_string}" if url.raw_query_string else "")
+    path, sep, query = raw.partition("?")
+    return path, sep + query
+
+
+def error_reply(err: FenderError, rid: str) -> Reply:
+    """Fender's own answer for a request it could not forward: small JSON, says why."""
+    headers = CIMultiDict(
+        {
+            "content-type": "application/json",
+            "server": "fender",
+            "x-fender-outcome": err.outcome,
+            "x-fender-reason": err.reason,
+        }
+    )
+    retry_after = getattr(err, "retry_after", None)
+    if retry_after is not None:
+        headers["retry-after"] = str(max(1, round(retry_after)))
+    body = orjson.dumps({"error": err.reason, "detail": err.detail, "request_id": rid})
+    return Reply(
+        status=err.status, headers=headers, body=body, outcome=err.outcome, fender_reason=err.reason
+    )
+
+
+class _HardenedProtocol(RequestHandler):
+    """aiohttp's connection handler plus a header read timeout (against slowloris).
+
+    aiohttp bounds an idle connection by its keep-alive timeout but has no separate limit
+    for a request whose headers trickle in: once a request's first bytes arrived, the
+    whole head must follow within `header_timeout`.
+    """
+
+    def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._header_timeout = header_timeout
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        waiting_for_head = not self._request_in_progress and not self._messages
+        if waiting_for_head and self._header_timer is None and not self._force_close:
+            self._header_timer = self._loop.call_later(self._header_timeout, self._head_late)
+        elif not waiting_for_head and self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _head_late(self) -> None:
+        self._header_timer = None
+        if not self._request_in_progress and not self._messages:
+            self.force_close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        super().connection_lost(exc)
+
+
+class HardenedServer(web.Server):
+    """aiohttp's low-level server with the listener's limits applied to every connection."""
+
+    def __init__(
+        self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], limits: Limits
+    ) -> None:
+        super().__init__(
+            handler,
+            handler_cancellation=True,  # the app gave up: stop the upstream call too
+            max_line_size=limits.max_request_line,
+            max_field_size=limits.max_header_size,
+            max_headers=limits.max_headers,
+            keepalive_timeout=limits.idle_timeout,
+            access_log=None,
+            auto_decompress=False,
+        )
+        self._header_timeout = limits.header_timeout
+
+    def __call__(self) -> RequestHandler:
+        return _HardenedProtocol(
+            self, header_timeout=self._header_timeout, loop=self._loop, **self._kwargs
+        )
