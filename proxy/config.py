@@ -271,7 +271,7 @@ def reference_problems(config: Config) -> list[tuple[KeyPath, str]]:
         if listener.name in listener_names:
             problems.append(((*where, "name"), f"listener name {listener.name!r} is used twice"))
         listener_names.add(listener.name)
-        if listener.address in addresses:
+        if listener.address in addresses and not listener.address.endswith(":0"):
             other = ".".join(map(str, addresses[listener.address]))
             problems.append(((*where, "address"), f"address also used by {other}"))
         addresses[listener.address] = where

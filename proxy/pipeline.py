@@ -44,6 +44,7 @@ class Reply:
     content_length: int | None = None  # None: unknown, the body is sent chunked
     outcome: str = "ok"
     fender_reason: str = ""  # x-fender-reason, when a policy shaped this reply
+    close_connection: bool = False  # after a malformed request, do not trust the stream
     release: Callable[[], None] = field(default=lambda: None)
 
 

@@ -22,7 +22,7 @@ def normalize_path(path: str) -> str | None:
     """Resolve `.` and `..` segments (also percent-encoded); None if `..` climbs above `/`."""
     if not path.startswith("/"):
         return None
-    if "." not in path:
+    if "." not in path and "%2" not in path:
         return path  # the common case: nothing to resolve
     out: list[str] = []
     segments = path[1:].split("/")

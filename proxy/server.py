@@ -135,7 +135,7 @@ class DataPlane:
             response.content_length = len(body)
         elif reply.content_length is not None:
             response.content_length = reply.content_length
-        if self.draining():
+        if reply.close_connection or self.draining():
             response.force_close()  # tell keep-alive apps to reconnect elsewhere
         try:
             await response.prepare(request)
@@ -198,7 +198,12 @@ def error_reply(err: FenderError, rid: str) -> Reply:
         headers["retry-after"] = str(max(1, round(retry_after)))
     body = orjson.dumps({"error": err.reason, "detail": err.detail, "request_id": rid})
     return Reply(
-        status=err.status, headers=headers, body=body, outcome=err.outcome, fender_reason=err.reason
+        status=err.status,
+        headers=headers,
+        body=body,
+        outcome=err.outcome,
+        fender_reason=err.reason,
+        close_connection=err.status == 400,
     )
 
 

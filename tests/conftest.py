@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.support.proxy import RunningProxy, start_proxy
+from tests.support.upstream import ScriptedUpstream
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Any) -> ScriptedUpstream:
+    scripted = ScriptedUpstream()
+    server = await aiohttp_server(scripted.app)
+    scripted.url = f"http://127.0.0.1:{server.port}"
+    return scripted
+
+
+@pytest.fixture
+async def proxy_factory() -> AsyncIterator[Callable[[dict[str, Any]], Awaitable[RunningProxy]]]:
+    running: list[RunningProxy] = []
+
+    async def make(data: dict[str, Any]) -> RunningProxy:
+        proxy = await start_proxy(data)
+        running.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in running:
+        await proxy.fender.close()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    """An app's HTTP client: plain, no decompression, no cookies kept."""
+    async with aiohttp.ClientSession(
+        auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+    ) as session:
+        yield session

@@ -1,0 +1,73 @@
+"""The real Fender, in-process, on ephemeral loopback ports, for integration tests."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+from proxy.app import Fender
+from proxy.config import Config
+from proxy.logs import JsonLog
+
+
+def config(
+    upstreams: dict[str, Any],
+    routes: list[dict[str, Any]] | None = None,
+    **top: Any,
+) -> dict[str, Any]:
+    """A policy file as data: one listener with `routes` (default: everything to the first
+    upstream), ephemeral ports, no drain delay."""
+    first = next(iter(upstreams))
+    routes = routes or [{"name": "all", "upstream": first}]
+    listener = {"name": "egress", "address": "127.0.0.1:0", "routes": routes}
+    listener.update(top.pop("listener", {}))
+    data: dict[str, Any] = {
+        "version": 1,
+        "control": {"address": "127.0.0.1:0"},
+        "drain": {"delay": "0s", "timeout": "5s"},
+        "listeners": [listener],
+        "upstreams": upstreams,
+    }
+    data.update(top)
+    return data
+
+
+class RunningProxy:
+    def __init__(self, fender: Fender, log: io.BytesIO) -> None:
+        self.fender = fender
+        self._log = log
+
+    @property
+    def port(self) -> int:
+        return self.fender.ports["egress"]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def control_url(self) -> str:
+        return f"http://127.0.0.1:{self.fender.ports['control']}"
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        self.fender.log.flush()
+        return [orjson.loads(line) for line in self._log.getvalue().splitlines()]
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The value of one sample (0 when the series does not exist yet)."""
+        text = self.fender.metrics.render().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    return float(sample.value)
+        return 0.0
+
+
+async def start_proxy(data: dict[str, Any]) -> RunningProxy:
+    log = io.BytesIO()
+    fender = Fender(Config.model_validate(data), log=JsonLog(log))
+    await fender.start()
+    return RunningProxy(fender, log)
