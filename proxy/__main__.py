@@ -40,7 +40,8 @@ def run_async(main: Coroutine[Any, Any, int]) -> int:
         import uvloop
     except ImportError:
         return asyncio.run(main)
-    return uvloop.run(main)  # type: ignore[no-any-return]
+    code: int = uvloop.run(main)
+    return code
 
 
 def schema() -> dict[str, Any]:
@@ -103,7 +104,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if problem:
         print(f"fender: {problem}", file=sys.stderr)
         return 2
-    return run_async(run_demo(args.duration))
+    try:
+        return run_async(run_demo(args.duration))
+    except KeyboardInterrupt:  # Ctrl-C: the demo already drained and printed its total
+        return 0
 
 
 def parser() -> argparse.ArgumentParser:

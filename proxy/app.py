@@ -135,9 +135,7 @@ class Fender:
             sleeper.cancel()
         for _, _, sock_server in self._servers:
             sock_server.close()  # stop accepting; open connections stay
-        await asyncio.gather(
-            *(server.shutdown(drain.timeout) for _, server, _ in self._servers)
-        )
+        await asyncio.gather(*(server.shutdown(drain.timeout) for _, server, _ in self._servers))
         await self.close()
         self.log.event("stopped")
 

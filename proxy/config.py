@@ -95,16 +95,23 @@ PathText = Annotated[str, AfterValidator(_check_path)]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Attribute docstrings become the JSON Schema's descriptions, shown by editors.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+def unit(text: str) -> Any:
+    """A default written as users write it, so the schema shows `5s` and not 5.0."""
+    return Field(default=text, validate_default=True)
 
 
 class Control(Section):
     """The control port: metrics, probes and the control API."""
 
     address: Address = "127.0.0.1:9901"
-    # Bearer token for everything but /metrics, /livez and /readyz. Required when the
-    # address is not loopback: a control port reachable from the network must not be open.
+    """Where metrics, probes and the control API listen."""
     token_file: Path | None = None
+    """File holding the bearer token for everything but /metrics, /livez and /readyz.
+    Required when the address is not loopback."""
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> Control:
@@ -117,7 +124,8 @@ class Control(Section):
             try:
                 token = self.token_file.read_text(encoding="utf-8").strip()
             except (OSError, UnicodeDecodeError) as exc:
-                raise ValueError(f"cannot read token_file {self.token_file}: {exc}") from None
+                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+                raise ValueError(f"cannot read token_file {self.token_file}: {reason}") from None
             if not token:
                 raise ValueError(f"token_file {self.token_file} is empty")
         return self
@@ -126,38 +134,43 @@ class Control(Section):
 class Drain(Section):
     """What happens on SIGTERM or SIGINT."""
 
-    # Keep serving new requests this long after the signal (readiness already says 503),
-    # so that a classic sidecar outlives its app's last calls.
-    delay: Duration = 5.0
-    # Then stop accepting, and give in-flight requests this long before aborting them.
-    timeout: Duration = 25.0
+    delay: Duration = unit("5s")
+    """Keep serving new requests this long after the signal (readiness already 503), so
+    that a classic sidecar outlives its app's last calls."""
+    timeout: Duration = unit("25s")
+    """Then stop accepting, and give in-flight requests this long before aborting them."""
 
 
 class Log(Section):
-    access: bool = True  # one JSON line per request on stdout
+    access: bool = True
+    """One JSON line per request on stdout."""
 
 
 class Limits(Section):
     """Listener hardening against malformed and slow clients."""
 
-    max_request_line: Size = 8 * 1024
-    max_header_size: Size = 8 * 1024  # one header line
+    max_request_line: Size = unit("8KiB")
+    max_header_size: Size = unit("8KiB")
+    """Of one header line."""
     max_headers: int = Field(default=100, ge=1, le=1000)
-    # A request whose headers have not fully arrived this long after its first byte is
-    # dropped (slowloris).
-    header_timeout: Duration = 10.0
-    # An idle keep-alive connection from the app is closed after this long.
-    idle_timeout: Duration = 75.0
+    header_timeout: Duration = unit("10s")
+    """A request whose head has not fully arrived this long after its first byte is
+    dropped (slowloris)."""
+    idle_timeout: Duration = unit("75s")
+    """An idle keep-alive connection from the app is closed after this long."""
 
 
 class Match(Section):
     """Which requests a route takes; every given condition must hold. First match wins."""
 
     path_prefix: PathText | None = None
-    path: PathText | None = None  # exact path, without the query
-    host: str | None = None  # Host header without port; `*.example.com` matches subdomains
+    path: PathText | None = None
+    """Exact path, without the query. Give either path or path_prefix."""
+    host: str | None = None
+    """Host header without its port; `*.example.com` matches any subdomain."""
     methods: tuple[Method, ...] | None = None
-    headers: dict[HeaderName, str] = Field(default_factory=dict)  # exact values
+    headers: dict[HeaderName, str] = Field(default_factory=dict)
+    """Header names and their exact values."""
 
     @model_validator(mode="after")
     def _one_path_kind(self) -> Match:
@@ -167,12 +180,15 @@ class Match(Section):
 
 
 class Rewrite(Section):
-    strip_prefix: str = ""  # removed from the start of the path when it is there
-    prefix: str = ""  # then put in front of the path
+    strip_prefix: str = ""
+    """Removed from the start of the path when it is there."""
+    prefix: str = ""
+    """Then put in front of the path."""
 
 
 class Route(Section):
     name: Name
+    """Unique across listeners; the `route` label of metrics."""
     match: Match = Match()
     upstream: Name
     rewrite: Rewrite = Rewrite()
@@ -186,33 +202,40 @@ class Listener(Section):
 
 
 class HeaderRules(Section):
-    """Header changes on the way to an upstream; `set` replaces what the app sent."""
+    """Header changes on the way to the upstream."""
 
     set: dict[HeaderName, str] = Field(default_factory=dict)
+    """Replaces whatever the app sent under that name (credentials belong here)."""
     remove: tuple[HeaderName, ...] = ()
 
 
 class Tls(Section):
-    verify: bool = True  # turning it off logs a warning at every start
-    ca_file: Path | None = None  # PEM bundle of a private CA; replaces the system CAs
+    verify: bool = True
+    """Verify the upstream's certificate and name; `false` logs a warning at every start."""
+    ca_file: Path | None = None
+    """PEM bundle of a private CA, used instead of the system CAs."""
 
 
 class Pool(Section):
     max_connections: int = Field(default=100, ge=1)
-    # Shorter than the shortest common upstream keep-alive (Node.js: 5s), so that Fender
-    # closes an idle connection before the upstream does and never sends on a dead one.
-    idle_timeout: Duration = 4.0
+    idle_timeout: Duration = unit("4s")
+    """Shorter than the shortest common upstream keep-alive (Node.js: 5s), so that Fender
+    closes an idle connection before the upstream does and never sends on a dead one."""
 
 
 class Upstream(Section):
-    endpoints: tuple[Endpoint, ...] = Field(min_length=1)  # round robin
+    endpoints: tuple[Endpoint, ...] = Field(min_length=1)
+    """`http://` or `https://` base URLs, used round robin."""
     headers: HeaderRules = HeaderRules()
     tls: Tls = Tls()
     pool: Pool = Pool()
-    forwarded_headers: bool = False  # add X-Forwarded-For and X-Forwarded-Proto
+    forwarded_headers: bool = False
+    """Add X-Forwarded-For and X-Forwarded-Proto."""
 
 
 class Config(Section):
+    """A Fender policy file."""
+
     version: Literal[1]
     control: Control = Control()
     drain: Drain = Drain()

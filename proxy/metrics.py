@@ -28,7 +28,7 @@ class Metrics:
     def __init__(self) -> None:
         # `*_created` series double the series count and no dashboard uses them. The switch
         # is process-wide in prometheus-client; Fender has no other registry.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(

@@ -23,7 +23,9 @@ async def test_get_is_forwarded_with_path_query_and_body_intact(upstream, proxy_
     assert proxy.metric("fender_upstream_attempts_total", upstream="up", result="response") == 1
 
 
-async def test_no_route_answers_404_json_without_calling_any_upstream(upstream, proxy_factory, client):
+async def test_no_route_answers_404_json_without_calling_any_upstream(
+    upstream, proxy_factory, client
+):
     routes = [{"name": "api", "upstream": "up", "match": {"path_prefix": "/api/"}}]
     proxy = await proxy_factory(config({"up": {"endpoints": [upstream.url]}}, routes))
     async with client.get(f"{proxy.url}/other") as resp:
@@ -48,7 +50,9 @@ async def test_rewrite_strips_and_adds_prefix(upstream, proxy_factory, client):
     assert upstream.seen[0].path_qs == "/v1/models?limit=2"
 
 
-async def test_first_matching_route_wins_by_method_host_and_header(upstream, aiohttp_server, proxy_factory, client):
+async def test_first_matching_route_wins_by_method_host_and_header(
+    upstream, aiohttp_server, proxy_factory, client
+):
     from tests.support.upstream import ScriptedUpstream
 
     other = ScriptedUpstream()
@@ -112,9 +116,12 @@ async def test_compressed_body_is_relayed_untouched_and_no_client_headers_added(
     packed = gzip.compress(b"hello " * 100)
     upstream.push(Step(body=packed, headers={"content-encoding": "gzip"}))
     # A bare client: no User-Agent, Accept or Accept-Encoding of its own either.
-    async with aiohttp.ClientSession(
-        auto_decompress=False, skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding")
-    ) as bare, bare.get(f"{proxy.url}/z") as resp:
+    async with (
+        aiohttp.ClientSession(
+            auto_decompress=False, skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding")
+        ) as bare,
+        bare.get(f"{proxy.url}/z") as resp,
+    ):
         assert resp.headers["content-encoding"] == "gzip"
         assert await resp.read() == packed
     names = {k.lower() for k in upstream.seen[0].headers}
@@ -162,13 +169,17 @@ async def test_sse_events_reach_the_app_as_the_upstream_sends_them(upstream, pro
 
 
 async def test_connect_refused_is_502_connect_error(proxy_factory, client, unused_tcp_port):
-    proxy = await proxy_factory(config({"up": {"endpoints": [f"http://127.0.0.1:{unused_tcp_port}"]}}))
+    proxy = await proxy_factory(
+        config({"up": {"endpoints": [f"http://127.0.0.1:{unused_tcp_port}"]}})
+    )
     async with client.get(f"{proxy.url}/") as resp:
         assert resp.status == 502
         assert resp.headers["x-fender-reason"] == "connect_error"
         assert resp.headers["content-type"] == "application/json"
         assert (await resp.json())["error"] == "connect_error"
-    assert proxy.metric("fender_upstream_attempts_total", upstream="up", result="connect_error") == 1
+    assert (
+        proxy.metric("fender_upstream_attempts_total", upstream="up", result="connect_error") == 1
+    )
 
 
 async def test_reset_before_headers_is_502_reset(upstream, proxy_factory, client):

@@ -13,22 +13,37 @@ from tests.support.raw import exchange, status_of
 @pytest.mark.parametrize(
     "request_bytes",
     [
-        pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", id="cl-and-te"),
-        pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", id="two-lengths"),
-        pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n", id="bad-te"),
+        pytest.param(
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            id="cl-and-te",
+        ),
+        pytest.param(
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+            id="two-lengths",
+        ),
+        pytest.param(
+            b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n", id="bad-te"
+        ),
         pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n", id="space-in-name"),
         pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n", id="nul-in-value"),
         pytest.param(b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n", id="control-char-in-target"),
         pytest.param(b"GARBAGE\r\n\r\n", id="not-http"),
-        pytest.param(b"GET / HTTP/1.1\r\n" + b"X-Long: " + b"a" * 9000 + b"\r\n\r\n", id="header-too-long"),
+        pytest.param(
+            b"GET / HTTP/1.1\r\n" + b"X-Long: " + b"a" * 9000 + b"\r\n\r\n", id="header-too-long"
+        ),
         pytest.param(b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", id="line-too-long"),
-        pytest.param(b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(150)) + b"\r\n", id="too-many-headers"),
+        pytest.param(
+            b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(150)) + b"\r\n",
+            id="too-many-headers",
+        ),
         pytest.param(b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", id="asterisk-form"),
         pytest.param(b"GET /a/../../etc HTTP/1.1\r\nHost: x\r\n\r\n", id="dot-dot-above-root"),
         pytest.param(b"GET /a/%2e%2e/%2e%2e/etc HTTP/1.1\r\nHost: x\r\n\r\n", id="encoded-dot-dot"),
     ],
 )
-async def test_malformed_request_gets_400_and_is_never_forwarded(upstream, proxy_factory, request_bytes):
+async def test_malformed_request_gets_400_and_is_never_forwarded(
+    upstream, proxy_factory, request_bytes
+):
     proxy = await proxy_factory(config({"up": {"endpoints": [upstream.url]}}))
     response = await exchange(proxy.port, request_bytes)
     assert status_of(response) in (400, 431)
@@ -38,9 +53,13 @@ async def test_malformed_request_gets_400_and_is_never_forwarded(upstream, proxy
 async def test_dot_segments_are_resolved_before_routing(upstream, proxy_factory):
     routes = [{"name": "api", "upstream": "up", "match": {"path_prefix": "/api/"}}]
     proxy = await proxy_factory(config({"up": {"endpoints": [upstream.url]}}, routes))
-    blocked = await exchange(proxy.port, b"GET /api/../admin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    blocked = await exchange(
+        proxy.port, b"GET /api/../admin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     assert status_of(blocked) == 404
-    allowed = await exchange(proxy.port, b"GET /api/./v1/../v2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    allowed = await exchange(
+        proxy.port, b"GET /api/./v1/../v2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     assert status_of(allowed) == 200
     assert [s.path_qs for s in upstream.seen] == ["/api/v2"]
 
@@ -59,7 +78,9 @@ async def test_absolute_form_target_does_not_change_the_upstream(upstream, proxy
 
 
 async def test_slow_headers_are_dropped_after_header_timeout(upstream, proxy_factory):
-    data = config({"up": {"endpoints": [upstream.url]}}, listener={"limits": {"header_timeout": "200ms"}})
+    data = config(
+        {"up": {"endpoints": [upstream.url]}}, listener={"limits": {"header_timeout": "200ms"}}
+    )
     proxy = await proxy_factory(data)
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
     writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # and never the rest
@@ -73,7 +94,11 @@ async def test_slow_headers_are_dropped_after_header_timeout(upstream, proxy_fac
 
 
 async def test_keep_alive_connection_serves_several_requests(upstream, proxy_factory):
-    proxy = await proxy_factory(config({"up": {"endpoints": [upstream.url]}}, listener={"limits": {"header_timeout": "200ms"}}))
+    proxy = await proxy_factory(
+        config(
+            {"up": {"endpoints": [upstream.url]}}, listener={"limits": {"header_timeout": "200ms"}}
+        )
+    )
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
     for _ in range(2):
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -25,7 +25,14 @@ async def test_hop_by_hop_and_connection_listed_headers_are_not_forwarded(upstre
 async def test_response_hop_by_hop_headers_are_not_relayed(upstream, proxy_factory, client):
     proxy = await proxy_factory(config({"up": {"endpoints": [upstream.url]}}))
     upstream.push(
-        Step(headers={"connection": "x-up-hop", "x-up-hop": "1", "keep-alive": "timeout=1", "x-ok": "1"})
+        Step(
+            headers={
+                "connection": "x-up-hop",
+                "x-up-hop": "1",
+                "keep-alive": "timeout=1",
+                "x-ok": "1",
+            }
+        )
     )
     async with client.get(f"{proxy.url}/") as resp:
         assert "x-up-hop" not in resp.headers
@@ -88,7 +95,9 @@ async def test_secrets_never_reach_the_log_or_config_endpoint(upstream, proxy_fa
     ups = {"up": {"endpoints": [upstream.url], "headers": {"set": {"x-api-key": "sk-live-123"}}}}
     proxy = await proxy_factory(config(ups))
     await (
-        await client.get(f"{proxy.url}/", headers={"authorization": "Bearer app-token", "cookie": "s=1"})
+        await client.get(
+            f"{proxy.url}/", headers={"authorization": "Bearer app-token", "cookie": "s=1"}
+        )
     ).release()
     async with client.get(f"{proxy.control_url}/config") as resp:
         shown = await resp.text()

@@ -16,7 +16,9 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-async def test_one_gib_upload_and_download_stream_in_bounded_memory(aiohttp_server, proxy_factory, client):
+async def test_one_gib_upload_and_download_stream_in_bounded_memory(
+    aiohttp_server, proxy_factory, client
+):
     received = 0
 
     async def sink(request: web.Request) -> web.StreamResponse:

@@ -38,11 +38,15 @@ async def tls_upstream(ca):
     await server.close()
 
 
-async def test_private_ca_from_ca_file_is_trusted_with_sni_and_host(ca, tmp_path, tls_upstream, proxy_factory, client):
+async def test_private_ca_from_ca_file_is_trusted_with_sni_and_host(
+    ca, tmp_path, tls_upstream, proxy_factory, client
+):
     url, seen = tls_upstream
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
-    proxy = await proxy_factory(config({"up": {"endpoints": [url], "tls": {"ca_file": str(ca_file)}}}))
+    proxy = await proxy_factory(
+        config({"up": {"endpoints": [url], "tls": {"ca_file": str(ca_file)}}})
+    )
     async with client.get(f"{proxy.url}/x") as resp:
         assert resp.status == 200
         assert await resp.text() == "secure"
@@ -62,7 +66,9 @@ async def test_unknown_ca_is_refused_by_default(tls_upstream, proxy_factory, cli
 async def test_verification_off_is_explicit_and_logged(tls_upstream, proxy_factory, client):
     url, seen = tls_upstream
     proxy = await proxy_factory(config({"up": {"endpoints": [url], "tls": {"verify": False}}}))
+    assert seen == []
     async with client.get(f"{proxy.url}/x") as resp:
         assert resp.status == 200
+    assert len(seen) == 1
     warnings = [line for line in proxy.log_lines() if line["event"] == "tls_verification_off"]
     assert warnings == [{**warnings[0], "level": "warning", "upstream": "up"}]

@@ -1,0 +1,168 @@
+"""`fender demo`: Fender in front of a built-in upstream that misbehaves on a schedule.
+
+Nothing else needs to be installed or running. A steady trickle of requests goes through
+Fender, and once a second the demo prints what the app saw: sent, ok, failed, by status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from importlib import resources
+from typing import TextIO
+
+import aiohttp
+from aiohttp import web
+
+from .app import Fender
+from .config import load_config
+from .logs import JsonLog
+
+RATE = 20  # requests per second
+PHASE_SECONDS = 6.0
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    error_share: float = 0.0  # answered 503
+    slow_share: float = 0.0  # answered after 1.5s
+    throttle_share: float = 0.0  # answered 429 with Retry-After: 1
+
+
+SCHEDULE = (
+    Phase("healthy"),
+    Phase("errors", error_share=0.4),
+    Phase("slow", slow_share=0.3),
+    Phase("throttled", throttle_share=0.5),
+)
+
+
+class FlakyUpstream:
+    """The demo's upstream: healthy, then errors, slow answers and 429s, in turn."""
+
+    def __init__(self, rng: random.Random, phase_seconds: float) -> None:
+        self.rng = rng
+        self.phase_seconds = phase_seconds
+        self.started = 0.0
+        self.app = web.Application()
+        self.app.router.add_get("/{tail:.*}", self.handle)
+
+    def phase(self) -> Phase:
+        elapsed = asyncio.get_running_loop().time() - self.started
+        return SCHEDULE[int(elapsed // self.phase_seconds) % len(SCHEDULE)]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        phase, roll = self.phase(), self.rng.random()
+        if roll < phase.error_share:
+            return web.json_response({"error": "overloaded"}, status=503)
+        if roll < phase.throttle_share:
+            return web.json_response(
+                {"error": "slow down"}, status=429, headers={"Retry-After": "1"}
+            )
+        if roll < phase.slow_share:
+            await asyncio.sleep(1.5)
+        return web.json_response({"item": request.path, "phase": phase.name})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def run_demo(
+    duration: float, out: TextIO | None = None, phase_seconds: float = PHASE_SECONDS
+) -> int:
+    stream = out if out is not None else sys.stdout
+    upstream = FlakyUpstream(random.Random(7), phase_seconds)
+    runner = web.AppRunner(upstream.app, access_log=None)
+    await runner.setup()
+    up_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", up_port).start()
+    env = {
+        "DEMO_UPSTREAM": f"http://127.0.0.1:{up_port}",
+        "DEMO_PORT": str(free_port()),
+        "DEMO_CONTROL_PORT": str(free_port()),
+    }
+    with resources.as_file(resources.files("proxy") / "demo.yaml") as path:
+        config = load_config(path, env=env)
+    fender = Fender(config, log=JsonLog(sys.stderr.buffer))
+    await fender.start()
+    base = f"http://127.0.0.1:{fender.ports['egress']}/catalog"
+    print(
+        f"fender demo: app -> {base} -> built-in upstream (healthy, errors, slow, throttled, "
+        f"{phase_seconds:g}s each); metrics on "
+        f"http://127.0.0.1:{fender.ports['control']}/metrics",
+        file=stream,
+        flush=True,
+    )
+    loop = asyncio.get_running_loop()
+    upstream.started = loop.time()
+    totals: Counter[str] = Counter()
+    try:
+        async with aiohttp.ClientSession() as client:
+            await _traffic(client, base, duration, upstream, totals, stream)
+    except asyncio.CancelledError:
+        pass
+    finally:
+        await fender.drain()
+        await runner.cleanup()
+    print(f"total: {_summary(totals)}", file=stream, flush=True)
+    return 0
+
+
+async def _traffic(
+    client: aiohttp.ClientSession,
+    base: str,
+    duration: float,
+    upstream: FlakyUpstream,
+    totals: Counter[str],
+    stream: TextIO,
+) -> None:
+    loop = asyncio.get_running_loop()
+    second: Counter[str] = Counter()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(i: int) -> None:
+        outcome = "failed"
+        try:
+            async with client.get(f"{base}/items/{i}") as resp:
+                await resp.read()
+                outcome = "ok" if resp.status < 400 else "failed"
+                key = str(resp.status)
+        except aiohttp.ClientError:
+            key = "error"
+        for counter in (second, totals):
+            counter["sent"] += 1
+            counter[outcome] += 1
+            counter[key] += 1
+
+    start, i = loop.time(), 0
+    next_report = start + 1
+    while (now := loop.time()) < start + duration:
+        task = loop.create_task(one(i))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        i += 1
+        if now >= next_report:
+            phase = upstream.phase().name
+            print(f"{now - start:4.0f}s  {phase:<9}  {_summary(second)}", file=stream, flush=True)
+            second.clear()
+            next_report += 1
+        await asyncio.sleep(1 / RATE)
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*tasks), 5)
+
+
+def _summary(counts: Counter[str]) -> str:
+    statuses = " ".join(
+        f"{k}x{v}" for k, v in sorted(counts.items()) if k[0].isdigit() or k == "error"
+    )
+    return f"sent={counts['sent']:<3} ok={counts['ok']:<3} failed={counts['failed']:<3} {statuses}"

@@ -1,0 +1,76 @@
+"""The control port: metrics, probes, the effective config, and its token."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.proxy import config
+
+
+async def test_metrics_are_prometheus_text_with_config_names_as_labels(
+    upstream, proxy_factory, client
+):
+    proxy = await proxy_factory(config({"up": {"endpoints": [upstream.url]}}))
+    await (await client.get(f"{proxy.url}/some/raw/path?q=1")).release()
+    async with client.get(f"{proxy.control_url}/metrics") as resp:
+        assert resp.status == 200
+        assert resp.headers["content-type"].startswith("text/plain; version=0.0.4")
+        text = await resp.text()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert {
+        "fender_requests",
+        "fender_request_duration_seconds",
+        "fender_upstream_attempts",
+        "fender_config_info",
+    } <= set(families)
+    assert "/some/raw/path" not in text
+    (info,) = families["fender_config_info"].samples
+    assert info.labels["hash"] == proxy.fender.config.hash
+
+
+async def test_probes_and_readiness_during_drain(upstream, proxy_factory, client):
+    proxy = await proxy_factory(config({"up": {"endpoints": [upstream.url]}}))
+    async with client.get(f"{proxy.control_url}/livez") as resp:
+        assert resp.status == 200
+    async with client.get(f"{proxy.control_url}/readyz") as resp:
+        assert resp.status == 200
+    proxy.fender.draining = True
+    async with client.get(f"{proxy.control_url}/readyz") as resp:
+        assert resp.status == 503
+    async with client.get(f"{proxy.control_url}/livez") as resp:
+        assert resp.status == 200
+
+
+async def test_token_guards_config_but_not_probes_and_no_cors(
+    upstream, proxy_factory, client, tmp_path
+):
+    token = tmp_path / "token"
+    token.write_text("s3cret-token\n")
+    data = config({"up": {"endpoints": [upstream.url]}})
+    data["control"]["token_file"] = str(token)
+    proxy = await proxy_factory(data)
+    async with client.get(f"{proxy.control_url}/config", headers={"origin": "http://evil"}) as resp:
+        assert resp.status == 401
+        assert resp.headers["www-authenticate"].startswith("Bearer")
+        assert "access-control-allow-origin" not in resp.headers
+    async with client.get(
+        f"{proxy.control_url}/config", headers={"authorization": "Bearer wrong"}
+    ) as resp:
+        assert resp.status == 401
+    async with client.get(
+        f"{proxy.control_url}/config", headers={"authorization": "Bearer s3cret-token"}
+    ) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["version"] == 1
+    for path in ("/metrics", "/livez", "/readyz"):
+        async with client.get(f"{proxy.control_url}{path}") as resp:
+            assert resp.status == 200
+
+
+async def test_unknown_control_path_is_json_404(upstream, proxy_factory, client):
+    proxy = await proxy_factory(config({"up": {"endpoints": [upstream.url]}}))
+    async with client.get(f"{proxy.control_url}/nope") as resp:
+        assert resp.status == 404
+        assert (await resp.json()) == {"error": "not_found"}
+    async with client.post(f"{proxy.control_url}/config") as resp:
+        assert resp.status == 405

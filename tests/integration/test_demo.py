@@ -1,0 +1,21 @@
+"""`fender demo`: the built-in upstream misbehaves, and the summary shows it every second."""
+
+from __future__ import annotations
+
+import io
+
+from proxy.demo import run_demo
+
+
+async def test_demo_prints_a_summary_each_second_through_every_phase():
+    out = io.StringIO()
+    assert await run_demo(4.2, out=out, phase_seconds=1.0) == 0
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("fender demo: app -> http://127.0.0.1:")
+    seconds = [line for line in lines[1:] if "sent=" in line and not line.startswith("total")]
+    assert len(seconds) >= 3
+    total = lines[-1]
+    assert total.startswith("total: sent=")
+    # healthy, errors, slow and throttled phases each left their mark on what the app saw
+    for status in ("200x", "503x", "429x"):
+        assert status in total

@@ -1,0 +1,122 @@
+"""The process: start, SIGTERM drain without losing a request, refusal without the C parser."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+import aiohttp
+import orjson
+import pytest
+
+from tests.support.upstream import Step
+
+POLICY = """\
+version: 1
+control: {{address: 127.0.0.1:{control}}}
+drain: {{delay: {delay}, timeout: 5s}}
+listeners:
+  - name: egress
+    address: 127.0.0.1:{port}
+    routes: [{{name: all, upstream: up}}]
+upstreams:
+  up: {{endpoints: ["{upstream}"]}}
+"""
+
+
+async def start_fender(tmp_path, upstream_url: str, ports, delay: str = "1s", env=None):
+    port, control = ports(), ports()
+    path = tmp_path / "fender.yaml"
+    path.write_text(POLICY.format(control=control, delay=delay, port=port, upstream=upstream_url))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proxy",
+        "run",
+        "-c",
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    return proc, port, control
+
+
+async def wait_ready(client: aiohttp.ClientSession, control: int) -> None:
+    for _ in range(200):
+        try:
+            async with client.get(f"http://127.0.0.1:{control}/readyz") as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError("fender did not become ready")
+
+
+async def test_sigterm_drains_without_losing_accepted_requests(
+    tmp_path, upstream, client, unused_tcp_port_factory
+):
+    proc, port, control = await start_fender(tmp_path, upstream.url, unused_tcp_port_factory)
+    try:
+        await wait_ready(client, control)
+        upstream.default = Step(delay=0.8, body=b"done")
+
+        async def call() -> tuple[int, bytes]:
+            async with aiohttp.ClientSession() as own, own.get(f"http://127.0.0.1:{port}/") as resp:
+                return resp.status, await resp.read()
+
+        in_flight = [asyncio.create_task(call()) for _ in range(5)]
+        while len(upstream.seen) < 5:
+            await asyncio.wait_for(upstream.arrived.wait(), 5)
+            upstream.arrived.clear()
+        proc.send_signal(signal.SIGTERM)
+        # Readiness turns at once, while the listener still serves new requests.
+        for _ in range(40):
+            async with client.get(f"http://127.0.0.1:{control}/readyz") as resp:
+                if resp.status == 503:
+                    break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("readiness did not turn 503 after SIGTERM")
+        late = await call()
+        assert late == (200, b"done")
+        assert [await t for t in in_flight] == [(200, b"done")] * 5
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await call()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    events = [orjson.loads(line)["event"] for line in (await proc.stdout.read()).splitlines()]
+    assert events[0] == "started" and events[-1] == "stopped"
+    assert events.count("request") == 6 and "draining" in events
+
+
+async def test_refuses_to_start_without_the_c_http_parser(
+    tmp_path, upstream, unused_tcp_port_factory
+):
+    proc, _, _ = await start_fender(
+        tmp_path, upstream.url, unused_tcp_port_factory, env={"AIOHTTP_NO_EXTENSIONS": "1"}
+    )
+    _, stderr = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 2
+    assert b"C HTTP parser is not in use" in stderr
+
+
+async def test_port_in_use_is_a_clear_error(tmp_path, upstream, unused_tcp_port_factory):
+    taken = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = taken.sockets[0].getsockname()[1]
+    try:
+        proc, _, _ = await start_fender(
+            tmp_path, upstream.url, iter([port, unused_tcp_port_factory()]).__next__
+        )
+        stdout, _ = await asyncio.wait_for(proc.communicate(), 20)
+    finally:
+        taken.close()
+    assert proc.returncode == 1
+    (line,) = [orjson.loads(x) for x in stdout.splitlines() if b"start_failed" in x]
+    assert "cannot listen" in line["error"] and "address already in use" in line["error"]

@@ -1,0 +1,56 @@
+"""What ships in config/ and the CLI around it: valid, current, and checked the same way."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from proxy.__main__ import main, schema
+from proxy.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG_FILES = sorted((ROOT / "config").glob("*.yaml"))
+
+
+def test_schema_json_is_current():
+    on_disk = json.loads((ROOT / "config" / "schema.json").read_text())
+    assert on_disk == schema(), (
+        "config/schema.json is stale: run `fender schema > config/schema.json`"
+    )
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
+def test_every_bundled_file_passes_check_and_the_schema(path, capsys):
+    assert main(["check", str(path)]) == 0
+    assert "ok" in capsys.readouterr().out
+    jsonschema.validate(yaml.safe_load(path.read_text()), schema())
+    load_config(path, env={})
+
+
+def test_check_fails_with_every_problem_on_stderr(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nlisteners: []\nupstreams: {}\nextra: 1\n")
+    good = CONFIG_FILES[0]
+    assert main(["check", str(good), str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}: 3 problems" in err
+    assert f"{bad}:4: extra: unknown key" in err
+
+
+def test_version_and_schema_commands(capsys):
+    assert main(["version"]) == 0
+    assert capsys.readouterr().out.startswith("fender ")
+    assert main(["schema"]) == 0
+    assert json.loads(capsys.readouterr().out) == schema()
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("# run the tests", 1)[1].split("```", 1)[0]
+    command = block.splitlines()[1]
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert command.strip() in ci_lines

@@ -1,0 +1,129 @@
+"""Loading the policy file: every problem reported with file, line and key path."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from proxy.config import Config, load_config
+from proxy.loader import ConfigError
+
+GOOD = """\
+version: 1
+listeners:
+  - name: egress
+    address: 127.0.0.1:15000
+    routes:
+      - name: chat
+        match: {path_prefix: /openai/, methods: [POST]}
+        upstream: openai
+upstreams:
+  openai:
+    endpoints: [https://api.openai.com]
+    headers: {set: {authorization: "Bearer ${OPENAI_API_KEY}"}}
+"""
+
+
+def load(tmp_path, text: str, env: dict[str, str] | None = None) -> Config:
+    path = tmp_path / "fender.yaml"
+    path.write_text(textwrap.dedent(text))
+    return load_config(path, env=env if env is not None else {"OPENAI_API_KEY": "sk-secret-1"})
+
+
+def problems(tmp_path, text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text, env)
+    return [p.render("f") for p in info.value.problems]
+
+
+def test_good_file_loads_with_defaults_stated(tmp_path):
+    config = load(tmp_path, GOOD)
+    assert config.upstreams["openai"].headers.set["authorization"] == "Bearer sk-secret-1"
+    assert config.control.address == "127.0.0.1:9901"
+    assert config.drain.delay == 5.0 and config.drain.timeout == 25.0
+    assert config.upstreams["openai"].tls.verify is True
+
+
+def test_config_is_frozen(tmp_path):
+    config = load(tmp_path, GOOD)
+    with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen-instance error
+        config.version = 2  # type: ignore[misc]
+
+
+def test_every_problem_is_listed_with_line_and_key_path(tmp_path):
+    text = GOOD.replace("methods: [POST]}", "methods: [POST], pathprefix: /x}").replace(
+        "endpoints: [https://api.openai.com]", "endpoints: [ftp://x]\n    pool: {idle_timeout: 5}"
+    )
+    assert problems(tmp_path, text) == [
+        "f:7: listeners[0].routes[0].match.pathprefix: unknown key (a typo, or a section this version of Fender does not have)",
+        "f:11: upstreams.openai.endpoints[0]: not an endpoint: write http:// or https://, a host, an optional port and path, no user info, query or fragment, like 'https://api.example.com' (got 'ftp://x')",
+        "f:12: upstreams.openai.pool.idle_timeout: write it as a string with a unit, like '250ms' (got 5)",
+    ]
+
+
+def test_duplicate_keys_are_an_error_not_a_silent_override(tmp_path):
+    text = GOOD + "  openai:\n    endpoints: [https://other.example]\n"
+    assert problems(tmp_path, text) == [
+        "f:13: upstreams.openai: duplicate key (first defined on line 10)"
+    ]
+
+
+def test_missing_variable_is_named_and_its_value_never_echoed(tmp_path):
+    assert problems(tmp_path, GOOD, env={}) == [
+        "f:12: upstreams.openai.headers.set.authorization: environment variable OPENAI_API_KEY is not set (and has no default)"
+    ]
+
+
+def test_variable_default_and_secret_file(tmp_path):
+    secret = tmp_path / "key"
+    secret.write_text("sk-from-file\n")
+    text = GOOD.replace("${OPENAI_API_KEY}", f"${{file:{secret}}}").replace(
+        "127.0.0.1:15000", "127.0.0.1:${PORT:-15001}"
+    )
+    config = load(tmp_path, text, env={})
+    assert config.listeners[0].address == "127.0.0.1:15001"
+    assert config.upstreams["openai"].headers.set["authorization"] == "Bearer sk-from-file"
+
+
+def test_bad_value_from_environment_is_not_echoed(tmp_path):
+    text = GOOD.replace("https://api.openai.com", '"${ENDPOINT}"')
+    (line,) = problems(tmp_path, text, env={"OPENAI_API_KEY": "k", "ENDPOINT": "sk-looks-secret"})
+    assert "sk-looks-secret" not in line and "endpoints[0]" in line
+
+
+def test_dangling_names_and_duplicates_are_reported_at_their_keys(tmp_path):
+    text = GOOD.replace(
+        "upstream: openai", "upstream: opena\n      - {name: chat, upstream: openai}"
+    )
+    assert problems(tmp_path, text) == [
+        "f:8: listeners[0].routes[0].upstream: no upstream named 'opena' (known: openai)",
+        "f:9: listeners[0].routes[1].name: route name 'chat' is used twice",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("version: 1\nlisteners: [\n", "not valid YAML"),
+        ("", "the file is empty"),
+        ("version: 2\nlisteners: []\nupstreams: {}\n", "version: Input should be 1"),
+    ],
+)
+def test_unusable_files_say_why(tmp_path, text, expected):
+    assert any(expected in line for line in problems(tmp_path, text))
+
+
+def test_non_loopback_control_needs_a_token(tmp_path):
+    text = GOOD + "control: {address: 0.0.0.0:9901}\n"
+    (line,) = problems(tmp_path, text)
+    assert "not loopback: set control.token_file" in line
+
+
+def test_public_view_redacts_header_values_and_shows_templates(tmp_path):
+    text = GOOD.replace("headers: {set: {", "headers: {set: {x-literal: sk-literal, ")
+    view = load(tmp_path, text).public_view()
+    shown = view["upstreams"]["openai"]["headers"]["set"]
+    assert shown == {"authorization": "Bearer ${OPENAI_API_KEY}", "x-literal": "<redacted>"}
+    assert "sk-secret-1" not in str(view) and "sk-literal" not in str(view)
+    assert view["drain"]["delay"] == "5s"
