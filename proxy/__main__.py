@@ -59,6 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"fender run: give -c FILE or set {CONFIG_ENV}", file=sys.stderr)
         return 2
     log = JsonLog()
+    log.capture_std_logging()
     problem = c_parser_missing()
     if problem:
         log.event("start_failed", "error", error=problem)

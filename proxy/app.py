@@ -88,7 +88,8 @@ class Fender:
                 self.log.event("tls_verification_off", "warning", upstream=name)
         try:
             for i, listener in enumerate(self.config.listeners):
-                server = HardenedServer(self._data_plane(i).handle, listener.limits)
+                plane = self._data_plane(i)
+                server = HardenedServer(plane.handle, listener.limits, plane.malformed)
                 host, port = split_address(listener.address)
                 sock_server = await loop.create_server(
                     server, host, port, reuse_address=True, backlog=1024

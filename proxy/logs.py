@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import logging
 import sys
 from typing import IO, Any
 
@@ -52,6 +53,21 @@ class JsonLog:
                 self._stream.flush()
             except (OSError, ValueError):
                 pass  # stdout closed or broken: logging must never take the proxy down
+
+    def capture_std_logging(self) -> None:
+        """Route the warnings of libraries (aiohttp, asyncio) into this log as JSON lines."""
+        log = self
+
+        class Handler(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                fields: dict[str, Any] = {"logger": record.name, "message": record.getMessage()}
+                if record.exc_info and record.exc_info[0] is not None:
+                    fields["error"] = record.exc_info[0].__name__
+                log.event("library", record.levelname.lower(), **fields)
+
+        root = logging.getLogger()
+        root.handlers = [Handler(level=logging.WARNING)]
+        root.setLevel(logging.WARNING)
 
     @staticmethod
     def _line(fields: dict[str, Any]) -> bytes:

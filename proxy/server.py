@@ -69,7 +69,7 @@ class DataPlane:
         start = self.clock.monotonic()
         rid = request_id(request.headers)
         route, upstream = NO_ROUTE, NO_ROUTE
-        status, outcome, call = CLIENT_CLOSED, "cancelled", None
+        status, outcome, reason, call = CLIENT_CLOSED, "cancelled", "", None
         try:
             try:
                 call, dest = self._call(request, rid)
@@ -82,7 +82,7 @@ class DataPlane:
             except Exception as exc:  # a bug of ours: answer 500, never crash the listener
                 self.log.event("internal_error", "error", request_id=rid, error=repr(exc))
                 reply = error_reply(FenderError("internal_error", status=500), rid)
-            status, outcome = reply.status, reply.outcome
+            status, outcome, reason = reply.status, reply.outcome, reply.fender_reason
             response, cut = await self._relay(request, reply)
             outcome = cut or outcome
             return response
@@ -99,8 +99,22 @@ class DataPlane:
                     status=status,
                     duration_ms=round(seconds * 1000, 3),
                     outcome=outcome,
+                    reason=reason,
                     attempts=call.attempts if call else 0,
                 )
+
+    def malformed(self, status: int, detail: str) -> None:
+        """A request the HTTP parser refused: never forwarded, still counted and logged."""
+        self.metrics.count_request(NO_ROUTE, NO_ROUTE, "rejected", status, 0.0)
+        if self.access_log:
+            self.log.access(
+                listener=self.listener,
+                route=NO_ROUTE,
+                status=status,
+                outcome="rejected",
+                reason="bad_request",
+                detail=detail,
+            )
 
     def _call(self, request: web.BaseRequest, rid: str) -> tuple[Call, RouteTarget]:
         """Route the request and make its Call; raises Rejected when it cannot go anywhere."""
@@ -207,18 +221,50 @@ def error_reply(err: FenderError, rid: str) -> Reply:
     )
 
 
+MalformedReporter = Callable[[int, str], None]  # (status, detail)
+
+
 class _HardenedProtocol(RequestHandler):
-    """aiohttp's connection handler plus a header read timeout (against slowloris).
+    """aiohttp's connection handler plus a header read timeout, and Fender's own answer
+    (JSON, counted, logged) for requests the parser refused.
 
     aiohttp bounds an idle connection by its keep-alive timeout but has no separate limit
-    for a request whose headers trickle in: once a request's first bytes arrived, the
-    whole head must follow within `header_timeout`.
+    for a request whose headers trickle in (slowloris): once a request's first bytes
+    arrived, the whole head must follow within `header_timeout`.
     """
 
-    def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        header_timeout: float,
+        on_malformed: MalformedReporter,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(manager, **kwargs)
         self._header_timeout = header_timeout
         self._header_timer: asyncio.TimerHandle | None = None
+        self._on_malformed = on_malformed
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response had started: the connection is dropped")
+        # Only the first line: the parser's message goes on to quote the offending bytes,
+        # which may be part of a credential.
+        text = message or (getattr(exc, "message", None) if exc else None) or "malformed request"
+        detail = str(text).strip().splitlines()[0][:200]
+        self._on_malformed(status, detail)
+        reason = "bad_request" if status < 500 else "internal_error"
+        reply = error_reply(FenderError(reason, detail, status=status), "")
+        response = web.Response(status=status, body=reply.body, headers=reply.headers)
+        response.force_close()
+        return response
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -245,7 +291,10 @@ class HardenedServer(web.Server):
     """aiohttp's low-level server with the listener's limits applied to every connection."""
 
     def __init__(
-        self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], limits: Limits
+        self,
+        handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+        limits: Limits,
+        on_malformed: MalformedReporter,
     ) -> None:
         super().__init__(
             handler,
@@ -258,8 +307,13 @@ class HardenedServer(web.Server):
             auto_decompress=False,
         )
         self._header_timeout = limits.header_timeout
+        self._on_malformed = on_malformed
 
     def __call__(self) -> RequestHandler:
         return _HardenedProtocol(
-            self, header_timeout=self._header_timeout, loop=self._loop, **self._kwargs
+            self,
+            header_timeout=self._header_timeout,
+            on_malformed=self._on_malformed,
+            loop=self._loop,
+            **self._kwargs,
         )

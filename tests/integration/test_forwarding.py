@@ -203,3 +203,24 @@ async def test_reset_after_headers_truncates_the_app_response(upstream, proxy_fa
             raise AssertionError("a cut upstream body must not look complete to the app")
     lines = [line for line in proxy.log_lines() if line["event"] == "request"]
     assert lines[-1]["outcome"] == "failed"
+
+
+async def test_several_listeners_each_with_their_own_routes(upstream, proxy_factory, client):
+    data = config({"up": {"endpoints": [upstream.url]}})
+    data["listeners"].append(
+        {
+            "name": "second",
+            "address": "127.0.0.1:0",
+            "routes": [{"name": "only-v2", "upstream": "up", "match": {"path_prefix": "/v2/"}}],
+        }
+    )
+    proxy = await proxy_factory(data)
+    second = f"http://127.0.0.1:{proxy.fender.ports['second']}"
+    async with client.get(f"{second}/v1/x") as resp:
+        assert resp.status == 404
+    async with client.get(f"{second}/v2/x") as resp:
+        assert resp.status == 200
+    async with client.get(f"{proxy.url}/v1/x") as resp:
+        assert resp.status == 200
+    assert proxy.metric("fender_requests_total", route="only-v2") == 1
+    assert proxy.metric("fender_requests_total", route="all") == 1

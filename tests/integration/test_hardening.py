@@ -46,8 +46,22 @@ async def test_malformed_request_gets_400_and_is_never_forwarded(
 ):
     proxy = await proxy_factory(config({"up": {"endpoints": [upstream.url]}}))
     response = await exchange(proxy.port, request_bytes)
-    assert status_of(response) in (400, 431)
+    assert status_of(response) == 400
+    assert b"x-fender-reason: bad_request" in response
     assert upstream.seen == []
+    assert proxy.metric("fender_requests_total", outcome="rejected", code_class="4xx") == 1
+    (line,) = [x for x in proxy.log_lines() if x["event"] == "request"]
+    assert (line["status"], line["reason"]) == (400, "bad_request")
+
+
+async def test_malformed_credential_is_not_echoed(upstream, proxy_factory):
+    proxy = await proxy_factory(config({"up": {"endpoints": [upstream.url]}}))
+    response = await exchange(
+        proxy.port, b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-live-9\x01\r\n\r\n"
+    )
+    assert status_of(response) == 400
+    assert b"sk-live-9" not in response
+    assert "sk-live-9" not in str(proxy.log_lines())
 
 
 async def test_dot_segments_are_resolved_before_routing(upstream, proxy_factory):

@@ -16,7 +16,7 @@ from tests.support.upstream import Step
 POLICY = """\
 version: 1
 control: {{address: 127.0.0.1:{control}}}
-drain: {{delay: {delay}, timeout: 5s}}
+drain: {{delay: {delay}, timeout: {timeout}}}
 listeners:
   - name: egress
     address: 127.0.0.1:{port}
@@ -26,10 +26,13 @@ upstreams:
 """
 
 
-async def start_fender(tmp_path, upstream_url: str, ports, delay: str = "1s", env=None):
+async def start_fender(tmp_path, upstream_url: str, ports, delay="1s", timeout="5s", env=None):
     port, control = ports(), ports()
     path = tmp_path / "fender.yaml"
-    path.write_text(POLICY.format(control=control, delay=delay, port=port, upstream=upstream_url))
+    text = POLICY.format(
+        control=control, delay=delay, timeout=timeout, port=port, upstream=upstream_url
+    )
+    path.write_text(text)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -94,6 +97,27 @@ async def test_sigterm_drains_without_losing_accepted_requests(
     events = [orjson.loads(line)["event"] for line in (await proc.stdout.read()).splitlines()]
     assert events[0] == "started" and events[-1] == "stopped"
     assert events.count("request") == 6 and "draining" in events
+
+
+async def test_requests_still_running_after_drain_timeout_are_aborted(
+    tmp_path, upstream, client, unused_tcp_port_factory
+):
+    proc, port, control = await start_fender(
+        tmp_path, upstream.url, unused_tcp_port_factory, delay="0s", timeout="300ms"
+    )
+    try:
+        await wait_ready(client, control)
+        upstream.default = Step(hang=True)
+        stuck = asyncio.create_task(client.get(f"http://127.0.0.1:{port}/"))
+        await asyncio.wait_for(upstream.arrived.wait(), 5)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 5) == 0
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await stuck
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 async def test_refuses_to_start_without_the_c_http_parser(
