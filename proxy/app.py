@@ -9,6 +9,7 @@ in-flight requests get `drain.timeout` to finish before they are aborted.
 from __future__ import annotations
 
 import asyncio
+import random
 import signal
 from typing import Any
 
@@ -41,10 +42,11 @@ class Fender:
         self.clock = clock or RealClock()
         self.metrics = metrics or Metrics()
         self.metrics.set_config(config.hash)
+        self.rng = random.Random()  # jitter; tests may seed it
         self.draining = False
         self.started = False
         self.upstreams = {
-            name: Upstream(name, cfg, self._attempt_recorder(name))
+            name: Upstream(name, cfg, self._attempt_recorder(name), self.clock)
             for name, cfg in config.upstreams.items()
         }
         self._servers: list[tuple[str, HardenedServer, asyncio.Server]] = []
@@ -65,7 +67,14 @@ class Fender:
             r.name: RouteTarget(
                 upstream=r.upstream,
                 headers=self.upstreams[r.upstream].request_headers,
-                handler=build_pipeline(self.upstreams[r.upstream]),
+                handler=build_pipeline(
+                    r.name,
+                    self.config.policy_of(r),
+                    self.upstreams[r.upstream],
+                    clock=self.clock,
+                    metrics=self.metrics,
+                    rng=self.rng,
+                ),
             )
             for r in listener.routes
         }

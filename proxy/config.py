@@ -8,100 +8,30 @@ a file; it reports every problem with the file, the line and the key path.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
-import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import orjson
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    StringConstraints,
-    ValidationError,
-    model_validator,
-)
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
+from .config_policy import Policy
+from .config_types import (
+    Address,
+    Endpoint,
+    HeaderName,
+    Method,
+    Name,
+    PathText,
+    Section,
+    is_loopback,
+    split_address,
+    unit,
+)
 from .loader import ConfigError, Document, KeyPath, Problem, read_document
 from .units import Duration, Size
 
-# Names end up as metric labels and in headers: keep them short and plain.
-Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
-HeaderName = Annotated[
-    str, StringConstraints(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"), AfterValidator(str.lower)
-]
-Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"]
-
-_ADDRESS_RE = re.compile(
-    r"^(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>\d{1,5})$"
-)
-_ENDPOINT_RE = re.compile(
-    r"^(?P<scheme>https?)://(?P<authority>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(?P<port>\d{1,5}))?"
-    r"(?P<path>/[^?#]*)?$"
-)
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """`127.0.0.1:15000` -> ('127.0.0.1', 15000); `[::1]:80` -> ('::1', 80)."""
-    m = _ADDRESS_RE.match(address)
-    if not m:
-        raise ValueError("not an address: write host:port, like '127.0.0.1:15000'")
-    port = int(m.group("port"))
-    if not 0 <= port <= 65535:
-        raise ValueError("the port must be between 0 and 65535")
-    return m.group("v6") or m.group("host"), port
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_address(value: str) -> str:
-    split_address(value)
-    return value
-
-
-def _check_endpoint(value: str) -> str:
-    m = _ENDPOINT_RE.match(value)
-    if not m:
-        raise ValueError(
-            "not an endpoint: write http:// or https://, a host, an optional port and path, "
-            "no user info, query or fragment, like 'https://api.example.com'"
-        )
-    port = m.group("port")
-    if port is not None and not 1 <= int(port) <= 65535:
-        raise ValueError("the port must be between 1 and 65535")
-    return value.rstrip("/")
-
-
-def _check_path(value: str) -> str:
-    if not value.startswith("/"):
-        raise ValueError("a path starts with '/'")
-    return value
-
-
-Address = Annotated[str, AfterValidator(_check_address)]
-Endpoint = Annotated[str, AfterValidator(_check_endpoint)]
-PathText = Annotated[str, AfterValidator(_check_path)]
-
-
-class Section(BaseModel):
-    # Attribute docstrings become the JSON Schema's descriptions, shown by editors.
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
-
-def unit(text: str) -> Any:
-    """A default written as users write it, so the schema shows `5s` and not 5.0."""
-    return Field(default=text, validate_default=True)
+__all__ = ["Config", "ConfigError", "load_config", "split_address"]
 
 
 class Control(Section):
@@ -192,6 +122,8 @@ class Route(Section):
     match: Match = Match()
     upstream: Name
     rewrite: Rewrite = Rewrite()
+    policy: Name | None = None
+    """A name under `policies`; without one: default timeouts, no retry."""
 
 
 class Listener(Section):
@@ -242,6 +174,7 @@ class Config(Section):
     log: Log = Log()
     listeners: tuple[Listener, ...] = Field(min_length=1)
     upstreams: dict[Name, Upstream] = Field(min_length=1)
+    policies: dict[Name, Policy] = Field(default_factory=dict)
 
     _source: str = PrivateAttr(default="<memory>")
     _templates: dict[KeyPath, str] = PrivateAttr(default_factory=dict)
@@ -252,6 +185,9 @@ class Config(Section):
         if problems:
             raise ReferenceError_(problems)
         return self
+
+    def policy_of(self, route: Route) -> Policy:
+        return self.policies[route.policy] if route.policy else DEFAULT_POLICY
 
     @property
     def source(self) -> str:
@@ -274,6 +210,9 @@ class Config(Section):
         return hashlib.sha256(
             orjson.dumps(self.public_view(), option=orjson.OPT_SORT_KEYS)
         ).hexdigest()[:12]
+
+
+DEFAULT_POLICY = Policy()
 
 
 class ReferenceError_(ValueError):
@@ -303,6 +242,11 @@ def reference_problems(config: Config) -> list[tuple[KeyPath, str]]:
             if route.name in route_names:
                 problems.append(((*at, "name"), f"route name {route.name!r} is used twice"))
             route_names.add(route.name)
+            if route.policy is not None and route.policy not in config.policies:
+                known = ", ".join(sorted(config.policies)) or "none"
+                problems.append(
+                    ((*at, "policy"), f"no policy named {route.policy!r} (known: {known})")
+                )
             if route.upstream not in config.upstreams:
                 known = ", ".join(sorted(config.upstreams)) or "none"
                 problems.append(

@@ -51,6 +51,25 @@ class Metrics:
             ["upstream", "endpoint", "result"],
             registry=r,
         )
+        self.retries = Counter(
+            "fender_retries_total",
+            "Retries decided, by route and the condition retried (reason or status).",
+            ["route", "reason"],
+            registry=r,
+        )
+        self.retry_budget_exhausted = Counter(
+            "fender_retry_budget_exhausted_total",
+            "Retries not made because the route's retry budget was spent.",
+            ["route"],
+            registry=r,
+        )
+        self.retry_skipped = Counter(
+            "fender_retry_skipped_total",
+            "Retries not made for another reason: not_idempotent, body_too_large (the body "
+            "streamed through unbuffered), deadline, retry_after_too_long.",
+            ["route", "reason"],
+            registry=r,
+        )
         self.config_info = Gauge(
             "fender_config_info",
             "1 for the hash of the policy file that runs.",
@@ -74,12 +93,24 @@ class Metrics:
         pair[0].inc()
         pair[1].observe(seconds)
 
-    def count_attempt(self, upstream: str, endpoint: str, result: str) -> None:
-        key = ("attempt", upstream, endpoint, result)
+    def _inc(self, metric: Any, *labels: str) -> None:
+        key = (metric, *labels)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = self.upstream_attempts.labels(upstream, endpoint, result)
+            child = self._children[key] = metric.labels(*labels)
         child.inc()
+
+    def count_attempt(self, upstream: str, endpoint: str, result: str) -> None:
+        self._inc(self.upstream_attempts, upstream, endpoint, result)
+
+    def count_retry(self, route: str, reason: str) -> None:
+        self._inc(self.retries, route, reason)
+
+    def count_retry_skipped(self, route: str, reason: str) -> None:
+        self._inc(self.retry_skipped, route, reason)
+
+    def count_budget_exhausted(self, route: str) -> None:
+        self._inc(self.retry_budget_exhausted, route)
 
     def set_config(self, config_hash: str) -> None:
         self.config_info.clear()

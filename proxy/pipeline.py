@@ -20,6 +20,9 @@ from multidict import CIMultiDict
 Body = bytes | AsyncIterable[bytes]
 
 
+INF = float("inf")
+
+
 @dataclass(slots=True)
 class Call:
     """One request on its way to an upstream; per-call state, made per request."""
@@ -27,10 +30,18 @@ class Call:
     method: str
     target: str  # path and query as the upstream will see them (after rewrite)
     headers: CIMultiDict[str]  # already cleaned for the upstream
-    body: AsyncIterable[bytes] | None  # None: the request has no body
+    body: Body | None  # None: no body; bytes: buffered, so attempts can replay it
     route: str
     request_id: str
+    started: float  # clock.monotonic() at arrival
     attempts: int = 0  # upstream attempts made so far, the first included
+    # Set by the Deadline policy (monotonic times; INF: no limit).
+    deadline: float = INF  # response headers must arrive by then
+    stream_deadline: float = INF  # the whole answer must be sent by then
+    idle: float | None = None  # longest gap between two response body chunks
+    per_try: float | None = None  # one attempt, until its response headers
+    connect: float | None = None  # connecting to an endpoint
+    last_endpoint: str | None = None  # a retry prefers another endpoint
 
 
 @dataclass(slots=True)

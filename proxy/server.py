@@ -25,7 +25,7 @@ from .config import Limits
 from .headers import RequestHeaders, request_id
 from .logs import JsonLog
 from .metrics import NO_ROUTE, Metrics
-from .pipeline import Call, FenderError, Handler, Rejected, Reply
+from .pipeline import INF, Call, FenderError, Handler, Rejected, Reply
 from .routing import Router, normalize_path
 
 # Not a real status: the app closed its connection before the answer (nginx's 499).
@@ -72,7 +72,7 @@ class DataPlane:
         status, outcome, reason, call = CLIENT_CLOSED, "cancelled", "", None
         try:
             try:
-                call, dest = self._call(request, rid)
+                call, dest = self._call(request, rid, start)
                 route, upstream = call.route, dest.upstream
                 if call.body is not None and _expects_continue(request):
                     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -83,7 +83,7 @@ class DataPlane:
                 self.log.event("internal_error", "error", request_id=rid, error=repr(exc))
                 reply = error_reply(FenderError("internal_error", status=500), rid)
             status, outcome, reason = reply.status, reply.outcome, reply.fender_reason
-            response, cut = await self._relay(request, reply)
+            response, cut = await self._relay(request, reply, call)
             outcome = cut or outcome
             return response
         finally:
@@ -103,6 +103,36 @@ class DataPlane:
                     attempts=call.attempts if call else 0,
                 )
 
+    async def _stream(
+        self, request: web.BaseRequest, response: web.StreamResponse, body: Any, call: Call
+    ) -> str | None:
+        """Copy the body chunk by chunk; returns the outcome if it had to be cut.
+
+        Each chunk must come within `idle`, and the last one before `stream_deadline`.
+        """
+        clock, idle, deadline = self.clock, call.idle, call.stream_deadline
+        bounded = idle is not None or deadline != INF
+        iterator = aiter(body)
+        try:
+            while True:
+                if bounded:
+                    left = deadline - clock.monotonic()
+                    async with clock.timeout(left if idle is None else min(idle, left)):
+                        chunk = await anext(iterator, None)
+                else:
+                    chunk = await anext(iterator, None)
+                if chunk is None:
+                    return None
+                await response.write(chunk)
+        except ConnectionResetError:
+            return "cancelled"  # the app went away
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            # The upstream failed or stalled after the status line went out: cut the app's
+            # connection so that it sees a truncated answer, never one that looks complete.
+            if request.transport is not None:
+                request.transport.abort()
+            return "failed"
+
     def malformed(self, status: int, detail: str) -> None:
         """A request the HTTP parser refused: never forwarded, still counted and logged."""
         self.metrics.count_request(NO_ROUTE, NO_ROUTE, "rejected", status, 0.0)
@@ -116,7 +146,7 @@ class DataPlane:
                 detail=detail,
             )
 
-    def _call(self, request: web.BaseRequest, rid: str) -> tuple[Call, RouteTarget]:
+    def _call(self, request: web.BaseRequest, rid: str, start: float) -> tuple[Call, RouteTarget]:
         """Route the request and make its Call; raises Rejected when it cannot go anywhere."""
         target = _split_target(request.raw_path)
         path = normalize_path(target[0]) if target else None
@@ -134,15 +164,17 @@ class DataPlane:
             body=request.content.iter_any() if request.body_exists else None,
             route=route.name,
             request_id=rid,
+            started=start,
         )
         return call, dest
 
     async def _relay(
-        self, request: web.BaseRequest, reply: Reply
+        self, request: web.BaseRequest, reply: Reply, call: Call | None
     ) -> tuple[web.StreamResponse, str | None]:
         """Send the reply; returns the response and, if the body was cut, the outcome."""
+        headers = mark(reply, call.attempts if call else 0)
         response = web.StreamResponse(
-            status=reply.status, reason=reply.reason or None, headers=reply.headers
+            status=reply.status, reason=reply.reason or None, headers=headers
         )
         body = reply.body
         if isinstance(body, bytes):
@@ -157,29 +189,14 @@ class DataPlane:
                 if body:
                     await response.write(body)
             else:
-                cut = await _stream(request, response, body)
+                assert call is not None  # a streamed body comes from an upstream
+                cut = await self._stream(request, response, body, call)
                 if cut:
                     return response, cut
             await response.write_eof()
         finally:
             reply.release()
         return response, None
-
-
-async def _stream(request: web.BaseRequest, response: web.StreamResponse, body: Any) -> str | None:
-    """Copy the body chunk by chunk; returns the outcome if it had to be cut."""
-    try:
-        async for chunk in body:
-            await response.write(chunk)
-    except ConnectionResetError:
-        return "cancelled"  # the app went away
-    except (TimeoutError, aiohttp.ClientError, OSError):
-        # The upstream failed after the status line went out: cut the app's connection so
-        # that it sees a truncated answer, never a short body that looks complete.
-        if request.transport is not None:
-            request.transport.abort()
-        return "failed"
-    return None
 
 
 def _expects_continue(request: web.BaseRequest) -> bool:
@@ -197,16 +214,19 @@ def _split_target(raw: str) -> tuple[str, str] | None:
     return path, sep + query
 
 
+def mark(reply: Reply, attempts: int) -> CIMultiDict[str]:
+    """Reply headers plus what Fender says about them: outcome, attempts, reason."""
+    headers = reply.headers
+    headers["x-fender-outcome"] = reply.outcome
+    headers["x-fender-attempts"] = str(attempts)
+    if reply.fender_reason:
+        headers["x-fender-reason"] = reply.fender_reason
+    return headers
+
+
 def error_reply(err: FenderError, rid: str) -> Reply:
     """Fender's own answer for a request it could not forward: small JSON, says why."""
-    headers = CIMultiDict(
-        {
-            "content-type": "application/json",
-            "server": "fender",
-            "x-fender-outcome": err.outcome,
-            "x-fender-reason": err.reason,
-        }
-    )
+    headers = CIMultiDict({"content-type": "application/json", "server": "fender"})
     retry_after = getattr(err, "retry_after", None)
     if retry_after is not None:
         headers["retry-after"] = str(max(1, round(retry_after)))
@@ -262,7 +282,7 @@ class _HardenedProtocol(RequestHandler):
         self._on_malformed(status, detail)
         reason = "bad_request" if status < 500 else "internal_error"
         reply = error_reply(FenderError(reason, detail, status=status), "")
-        response = web.Response(status=status, body=reply.body, headers=reply.headers)
+        response = web.Response(status=status, body=reply.body, headers=mark(reply, 0))
         response.force_close()
         return response
 

@@ -15,13 +15,12 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
+from .classify import is_failure
+from .clock import Clock
 from .config import Upstream as UpstreamConfig
 from .headers import RequestHeaders, response_headers
-from .pipeline import Call, Reply, UpstreamFailed
+from .pipeline import INF, Call, Reply, UpstreamFailed
 
-# Until the timeouts policy lands, a connect that hangs (a black-holed address) must not
-# hang the request forever.
-CONNECT_TIMEOUT = 10.0
 _SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 AttemptRecorder = Callable[[str, str], None]  # (endpoint, result)
@@ -39,8 +38,12 @@ class Endpoint:
 class Upstream:
     """Pool, endpoint choice and send() for one configured upstream."""
 
-    def __init__(self, name: str, config: UpstreamConfig, record: AttemptRecorder) -> None:
+    def __init__(
+        self, name: str, config: UpstreamConfig, record: AttemptRecorder, clock: Clock
+    ) -> None:
         self.name = name
+        self.clock = clock
+        self._connect_timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
         self.config = config
         self.endpoints = tuple(Endpoint(e, e) for e in config.endpoints)
         self.request_headers = RequestHeaders(config.headers, forwarded=config.forwarded_headers)
@@ -62,8 +65,13 @@ class Upstream:
             skip_auto_headers=_SKIP_AUTO_HEADERS,
             auto_decompress=False,
             trust_env=False,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT),
+            timeout=aiohttp.ClientTimeout(total=None),
         )
+        # aiohttp silently sends an idempotent request a second time when its connection
+        # drops before the answer. The upstream then sees attempts Fender never counted,
+        # and the retry policy (budget, backoff, idempotency rules) is bypassed. Fender
+        # makes every attempt itself: a dropped connection is a `reset` for Retry to judge.
+        self._session._retry_connection = False
 
     async def close(self) -> None:
         if self._session is not None:
@@ -78,26 +86,48 @@ class Upstream:
             return ssl.create_default_context(cafile=str(tls.ca_file))
         return True
 
-    def pick(self) -> Endpoint:
-        return next(self._next)
+    def pick(self, avoid: str | None = None) -> Endpoint:
+        """The next endpoint, round robin; not `avoid` (the last one tried) if there is
+        another."""
+        endpoint = next(self._next)
+        if endpoint.label == avoid and len(self.endpoints) > 1:
+            endpoint = next(self._next)
+        return endpoint
+
+    def _client_timeout(self, connect: float | None) -> aiohttp.ClientTimeout:
+        timeout = self._connect_timeouts.get(connect)
+        if timeout is None:
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect)
+            self._connect_timeouts[connect] = timeout
+        return timeout
 
     async def send(self, call: Call) -> Reply:
-        """One attempt against the next endpoint; returns once response headers arrived."""
+        """One attempt against the next endpoint; returns once response headers arrived.
+
+        The attempt is cut at `min(per_try, deadline)`: that is the attempt timeout.
+        """
         assert self._session is not None, "upstream used before start()"
-        endpoint = self.pick()
+        endpoint = self.pick(call.last_endpoint)
+        call.last_endpoint = endpoint.label
         call.attempts += 1
+        limit = call.per_try
+        if call.deadline != INF:
+            left = call.deadline - self.clock.monotonic()
+            limit = left if limit is None else min(limit, left)
         try:
-            response = await self._session.request(
-                call.method,
-                endpoint.url(call.target),
-                headers=call.headers,
-                data=call.body,
-                allow_redirects=False,
-                compress=None,
-            )
+            async with self.clock.timeout(limit):
+                response = await self._session.request(
+                    call.method,
+                    endpoint.url(call.target),
+                    headers=call.headers,
+                    data=call.body,
+                    allow_redirects=False,
+                    compress=None,
+                    timeout=self._client_timeout(call.connect),
+                )
         except aiohttp.ClientConnectorCertificateError as exc:
             raise self._failed(endpoint, "tls_error", exc) from None
-        except aiohttp.ClientConnectorError as exc:
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise self._failed(endpoint, "connect_error", exc) from None
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise self._failed(endpoint, "timeout", exc, status=504) from None
@@ -110,6 +140,7 @@ class Upstream:
         except aiohttp.ClientResponseError as exc:
             raise self._failed(endpoint, "bad_response", exc) from None
         self._record(endpoint.label, "response")
+        failed = is_failure(response.status)
         return Reply(
             status=response.status,
             reason=response.reason or "",
@@ -117,6 +148,8 @@ class Upstream:
             body=response.content.iter_any(),
             content_length=response.content_length,
             release=response.release,
+            outcome="failed" if failed else "ok",
+            fender_reason="upstream_status" if failed else "",
         )
 
     def _failed(

@@ -1,0 +1,87 @@
+"""Field types and the base of every section of the policy file.
+
+Every section refuses unknown keys and is frozen once validated; its attribute docstrings
+become the descriptions of `fender schema`, which editors show.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+# Names end up as metric labels and in headers: keep them short and plain.
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
+HeaderName = Annotated[
+    str, StringConstraints(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"), AfterValidator(str.lower)
+]
+Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"]
+
+_ADDRESS_RE = re.compile(
+    r"^(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>\d{1,5})$"
+)
+_ENDPOINT_RE = re.compile(
+    r"^(?P<scheme>https?)://(?P<authority>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(?P<port>\d{1,5}))?"
+    r"(?P<path>/[^?#]*)?$"
+)
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """`127.0.0.1:15000` -> ('127.0.0.1', 15000); `[::1]:80` -> ('::1', 80)."""
+    m = _ADDRESS_RE.match(address)
+    if not m:
+        raise ValueError("not an address: write host:port, like '127.0.0.1:15000'")
+    port = int(m.group("port"))
+    if not 0 <= port <= 65535:
+        raise ValueError("the port must be between 0 and 65535")
+    return m.group("v6") or m.group("host"), port
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_address(value: str) -> str:
+    split_address(value)
+    return value
+
+
+def _check_endpoint(value: str) -> str:
+    m = _ENDPOINT_RE.match(value)
+    if not m:
+        raise ValueError(
+            "not an endpoint: write http:// or https://, a host, an optional port and path, "
+            "no user info, query or fragment, like 'https://api.example.com'"
+        )
+    port = m.group("port")
+    if port is not None and not 1 <= int(port) <= 65535:
+        raise ValueError("the port must be between 1 and 65535")
+    return value.rstrip("/")
+
+
+def _check_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("a path starts with '/'")
+    return value
+
+
+Address = Annotated[str, AfterValidator(_check_address)]
+Endpoint = Annotated[str, AfterValidator(_check_endpoint)]
+PathText = Annotated[str, AfterValidator(_check_path)]
+
+
+class Section(BaseModel):
+    # Attribute docstrings become the JSON Schema's descriptions, shown by editors.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+def unit(text: str) -> Any:
+    """A default written as users write it, so the schema shows `5s` and not 5.0."""
+    return Field(default=text, validate_default=True)

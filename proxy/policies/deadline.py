@@ -1,0 +1,31 @@
+"""Deadline: puts the request's time limits on the Call, from the policy's `timeouts`.
+
+It sits outside everything that waits, so that each wait can see what is left: an
+attempt is cut at `min(per_try, deadline)` by the upstream's send, a backoff or a queue
+that does not fit the deadline is not started, and the server cuts a body stream at
+`stream_deadline` or after `idle`.
+"""
+
+from __future__ import annotations
+
+from ..config_policy import Timeouts
+from ..pipeline import INF, Call, Handler, Reply
+
+
+class Deadline:
+    def __init__(self, timeouts: Timeouts) -> None:
+        self.total = timeouts.total
+        self.first_byte = timeouts.first_byte
+        self.idle = timeouts.idle
+        self.per_try = timeouts.per_try
+        self.connect = timeouts.connect
+
+    async def __call__(self, call: Call, call_next: Handler) -> Reply:
+        total = call.started + self.total if self.total is not None else INF
+        first = call.started + self.first_byte if self.first_byte is not None else INF
+        call.stream_deadline = total
+        call.deadline = min(total, first)
+        call.idle = self.idle
+        call.per_try = self.per_try
+        call.connect = self.connect
+        return await call_next(call)

@@ -1,0 +1,129 @@
+"""Retry: more attempts for what `retry.on` names, and never one that makes things worse.
+
+Not retried: Fender's own rejections; a request whose body streamed through unbuffered
+(except after `connect_error`, when nothing was sent); POST and PATCH after anything but
+`connect_error` unless they carry the idempotency header; a wait (backoff or
+`Retry-After`) that does not fit the deadline or exceeds `retry_after.max`; anything
+once the budget is spent. In each case the last answer goes to the app as it came.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterable, AsyncIterator
+
+from ..classify import RetryOn, may_repeat
+from ..clock import Clock
+from ..config_policy import Retry as RetryConfig
+from ..metrics import Metrics
+from ..pipeline import Call, Handler, Reply, UpstreamFailed
+from ..retry_after import asked_wait
+from .backoff import Backoff
+from .budget import RetryBudget
+
+ASKS_TO_WAIT = frozenset({429, 503})
+
+
+class Retry:
+    def __init__(
+        self, config: RetryConfig, route: str, clock: Clock, metrics: Metrics, rng: random.Random
+    ) -> None:
+        self.attempts = config.attempts
+        self.on = RetryOn(config.on)
+        self.backoff = Backoff(config.backoff, rng)
+        self.honor_retry_after = config.retry_after.honor
+        self.retry_after_max = config.retry_after.max
+        self.idempotency_header = config.idempotency_header
+        self.buffer_limit = config.buffer_limit
+        self.budget = RetryBudget(config.budget, clock)
+        self.route = route
+        self.clock = clock
+        self.metrics = metrics
+
+    async def __call__(self, call: Call, call_next: Handler) -> Reply:
+        self.budget.record_request()
+        replayable = await self._buffer(call)
+        while True:
+            reply: Reply | None = None
+            error: UpstreamFailed | None = None
+            try:
+                reply = await call_next(call)
+            except UpstreamFailed as failure:
+                condition, error = failure.reason, failure
+                if not self.on.matches_reason(condition):
+                    raise
+            else:
+                if not self.on.matches_status(reply.status):
+                    if call.attempts > 1 and reply.outcome == "ok":
+                        reply.outcome = "retried"
+                    return reply
+                condition, error = str(reply.status), None
+            wait = self._next_wait(call, condition, reply, replayable)
+            if wait is None:
+                if reply is not None:
+                    return reply
+                assert error is not None
+                raise error
+            self.metrics.count_retry(self.route, condition)
+            if reply is not None:
+                reply.release()
+            await self.clock.sleep(wait)
+
+    def _next_wait(
+        self, call: Call, condition: str, reply: Reply | None, replayable: bool
+    ) -> float | None:
+        """Seconds to wait before the next attempt, or None: relay what we have."""
+        if call.attempts >= self.attempts:
+            return None
+        idempotency_key = self.idempotency_header is not None and (
+            self.idempotency_header in call.headers
+        )
+        if not may_repeat(call.method, condition, idempotency_key):
+            self.metrics.count_retry_skipped(self.route, "not_idempotent")
+            return None
+        if not replayable and condition != "connect_error":
+            return None  # counted once, when the body could not be buffered
+        wait = None
+        if reply is not None and self.honor_retry_after and reply.status in ASKS_TO_WAIT:
+            wait = asked_wait(reply.headers, self.clock.wall())
+            if wait is not None and wait > self.retry_after_max:
+                self.metrics.count_retry_skipped(self.route, "retry_after_too_long")
+                return None
+        if wait is None:
+            wait = self.backoff(call.attempts)
+        if self.clock.monotonic() + wait >= call.deadline:
+            self.metrics.count_retry_skipped(self.route, "deadline")
+            return None
+        if not self.budget.try_spend():
+            self.metrics.count_budget_exhausted(self.route)
+            return None
+        return wait
+
+    async def _buffer(self, call: Call) -> bool:
+        """Keep the request body (up to buffer_limit) so attempts can replay it."""
+        body = call.body
+        if body is None or isinstance(body, bytes):
+            return True
+        length = call.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.buffer_limit:
+            self.metrics.count_retry_skipped(self.route, "body_too_large")
+            return False
+        chunks: list[bytes] = []
+        size = 0
+        iterator = aiter(body)
+        async for chunk in iterator:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > self.buffer_limit:
+                call.body = _chain(chunks, iterator)
+                self.metrics.count_retry_skipped(self.route, "body_too_large")
+                return False
+        call.body = b"".join(chunks)
+        return True
+
+
+async def _chain(head: list[bytes], rest: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    for chunk in head:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
