@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 
 from .config_types import HeaderName, Section, unit
 from .units import Duration, Ratio, Size
@@ -30,7 +30,18 @@ def _condition(value: Any) -> str:
     )
 
 
-RetryCondition = Annotated[str, BeforeValidator(_condition)]
+RetryCondition = Annotated[
+    str,
+    BeforeValidator(_condition),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 100, "maximum": 599},
+                {"type": "string", "pattern": r"^(connect_error|reset|timeout|[1-5]\d\d|[1-5]xx)$"},
+            ]
+        }
+    ),
+]
 
 
 class Timeouts(Section):

@@ -1,7 +1,8 @@
 """`fender demo`: Fender in front of a built-in upstream that misbehaves on a schedule.
 
 Nothing else needs to be installed or running. A steady trickle of requests goes through
-Fender, and once a second the demo prints what the app saw: sent, ok, failed, by status.
+Fender, and once a second the demo prints what the app saw: sent, ok, retried (rescued by
+a retry), failed, by status.
 """
 
 from __future__ import annotations
@@ -135,7 +136,9 @@ async def _traffic(
         try:
             async with client.get(f"{base}/items/{i}") as resp:
                 await resp.read()
-                outcome = "ok" if resp.status < 400 else "failed"
+                outcome = resp.headers.get("x-fender-outcome", "ok")
+                if resp.status >= 400:
+                    outcome = "failed"
                 key = str(resp.status)
         except aiohttp.ClientError:
             key = "error"
@@ -165,4 +168,7 @@ def _summary(counts: Counter[str]) -> str:
     statuses = " ".join(
         f"{k}x{v}" for k, v in sorted(counts.items()) if k[0].isdigit() or k == "error"
     )
-    return f"sent={counts['sent']:<3} ok={counts['ok']:<3} failed={counts['failed']:<3} {statuses}"
+    return (
+        f"sent={counts['sent']:<3} ok={counts['ok']:<3} retried={counts['retried']:<3} "
+        f"failed={counts['failed']:<3} {statuses}"
+    )

@@ -132,7 +132,11 @@ class _Walker:
     def mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = self.constructor.construct_object(key_node, deep=True)
+            # A key is the text as written: YAML 1.1 would read `on:` (retry.on) as True.
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:null":
+                key = key_node.value
+            else:
+                key = self.constructor.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if not isinstance(key, str):
                 self.problem(path, f"keys must be strings, got {key!r}", line)

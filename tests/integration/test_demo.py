@@ -16,6 +16,7 @@ async def test_demo_prints_a_summary_each_second_through_every_phase():
     assert len(seconds) >= 3
     total = lines[-1]
     assert total.startswith("total: sent=")
-    # healthy, errors, slow and throttled phases each left their mark on what the app saw
-    for status in ("200x", "503x", "429x"):
-        assert status in total
+    # Retries rescued requests in the failing phases: more retried than failed.
+    counts = dict(part.split("=") for part in total.removeprefix("total: ").split() if "=" in part)
+    assert int(counts["retried"]) > int(counts["failed"])
+    assert int(counts["ok"]) + int(counts["retried"]) + int(counts["failed"]) == int(counts["sent"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -39,12 +40,15 @@ class Seen:
     headers: CIMultiDictProxy[str]
     body: bytes
     raw_headers: tuple[tuple[bytes, bytes], ...]
+    at: float  # loop time of arrival
 
 
 class ScriptedUpstream:
     def __init__(self) -> None:
         self.script: deque[Step] = deque()
         self.default = Step()
+        # When set, picks the step for the n-th request (1-based) once the script is empty.
+        self.choose: Callable[[int], Step] | None = None
         self.seen: list[Seen] = []
         self.arrived = asyncio.Event()
         self.app = web.Application(client_max_size=1 << 31)
@@ -61,11 +65,17 @@ class ScriptedUpstream:
                 pass
         else:
             body = await request.read()
+        now = asyncio.get_running_loop().time()
         self.seen.append(
-            Seen(request.method, request.path_qs, request.headers, body, request.raw_headers)
+            Seen(request.method, request.path_qs, request.headers, body, request.raw_headers, now)
         )
         self.arrived.set()
-        step = self.script.popleft() if self.script else self.default
+        if self.script:
+            step = self.script.popleft()
+        elif self.choose is not None:
+            step = self.choose(len(self.seen))
+        else:
+            step = self.default
         if step.hang:
             await asyncio.Event().wait()
         if step.delay:

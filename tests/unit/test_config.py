@@ -127,3 +127,11 @@ def test_public_view_redacts_header_values_and_shows_templates(tmp_path):
     assert shown == {"authorization": "Bearer ${OPENAI_API_KEY}", "x-literal": "<redacted>"}
     assert "sk-secret-1" not in str(view) and "sk-literal" not in str(view)
     assert view["drain"]["delay"] == "5s"
+
+
+def test_keys_are_text_as_written_so_on_is_not_a_boolean(tmp_path):
+    text = GOOD.replace("upstream: openai", "upstream: openai\n        policy: p") + (
+        "policies:\n  p:\n    retry:\n      on: [503, 5xx, reset]\n      attempts: 2\n"
+    )
+    config = load(tmp_path, text)
+    assert config.policies["p"].retry.on == ("503", "5xx", "reset")
