@@ -20,7 +20,7 @@ from .config import Config, split_address
 from .control import control_app
 from .logs import JsonLog
 from .metrics import Metrics
-from .policies import build_pipeline
+from .policies import build_guards, build_pipeline
 from .routing import CompiledRoute, Router
 from .server import DataPlane, HardenedServer, RouteTarget
 from .upstream import Upstream
@@ -49,6 +49,10 @@ class Fender:
             name: Upstream(name, cfg, self._attempt_recorder(name), self.clock)
             for name, cfg in config.upstreams.items()
         }
+        self.guards = {
+            name: build_guards(u, clock=self.clock, metrics=self.metrics, log=self.log)
+            for name, u in self.upstreams.items()
+        }
         self._servers: list[tuple[str, HardenedServer, asyncio.Server]] = []
         self._control: web.AppRunner | None = None
         self.ports: dict[str, int] = {}  # listener name (and "control") -> bound port
@@ -70,7 +74,9 @@ class Fender:
                 handler=build_pipeline(
                     r.name,
                     self.config.policy_of(r),
-                    self.upstreams[r.upstream],
+                    r.upstream,
+                    guards=self.guards,
+                    headers={n: u.request_headers for n, u in self.upstreams.items()},
                     clock=self.clock,
                     metrics=self.metrics,
                     rng=self.rng,

@@ -1,9 +1,9 @@
 """One place that says what an attempt's result was and whether it may be retried.
 
 An attempt ends in a status (the upstream answered) or a reason (`connect_error`,
-`reset`, `timeout`, `tls_error`). Retry asks `RetryOn.matches()`; the outcome of a
-relayed answer (`ok` or `failed`) comes from `is_failure()`. The circuit breaker will ask
-the same questions here.
+`tls_error`, `reset`, `timeout`). `retry.on` and `circuit_breaker.failure_on` are both
+`Conditions` over those; the outcome of a relayed answer (`ok` or `failed`) comes from
+`is_failure()`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ def is_failure(status: int) -> bool:
     return status >= 500
 
 
-class RetryOn:
-    """The `retry.on` list, compiled: reasons, exact statuses and status classes."""
+class Conditions:
+    """A list of conditions (`retry.on`, `failure_on`), compiled: reasons, exact statuses
+    and status classes."""
 
     def __init__(self, conditions: Iterable[str]) -> None:
         conditions = tuple(conditions)

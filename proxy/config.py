@@ -18,7 +18,6 @@ from pydantic import Field, PrivateAttr, ValidationError, model_validator
 from .config_policy import Policy
 from .config_types import (
     Address,
-    Endpoint,
     HeaderName,
     Method,
     Name,
@@ -28,10 +27,11 @@ from .config_types import (
     split_address,
     unit,
 )
+from .config_upstream import HeaderRules, Upstream
 from .loader import ConfigError, Document, KeyPath, Problem, read_document
 from .units import Duration, Size
 
-__all__ = ["Config", "ConfigError", "load_config", "split_address"]
+__all__ = ["Config", "ConfigError", "HeaderRules", "Upstream", "load_config", "split_address"]
 
 
 class Control(Section):
@@ -133,38 +133,6 @@ class Listener(Section):
     limits: Limits = Limits()
 
 
-class HeaderRules(Section):
-    """Header changes on the way to the upstream."""
-
-    set: dict[HeaderName, str] = Field(default_factory=dict)
-    """Replaces whatever the app sent under that name (credentials belong here)."""
-    remove: tuple[HeaderName, ...] = ()
-
-
-class Tls(Section):
-    verify: bool = True
-    """Verify the upstream's certificate and name; `false` logs a warning at every start."""
-    ca_file: Path | None = None
-    """PEM bundle of a private CA, used instead of the system CAs."""
-
-
-class Pool(Section):
-    max_connections: int = Field(default=100, ge=1)
-    idle_timeout: Duration = unit("4s")
-    """Shorter than the shortest common upstream keep-alive (Node.js: 5s), so that Fender
-    closes an idle connection before the upstream does and never sends on a dead one."""
-
-
-class Upstream(Section):
-    endpoints: tuple[Endpoint, ...] = Field(min_length=1)
-    """`http://` or `https://` base URLs, used round robin."""
-    headers: HeaderRules = HeaderRules()
-    tls: Tls = Tls()
-    pool: Pool = Pool()
-    forwarded_headers: bool = False
-    """Add X-Forwarded-For and X-Forwarded-Proto."""
-
-
 class Config(Section):
     """A Fender policy file."""
 
@@ -252,6 +220,11 @@ def reference_problems(config: Config) -> list[tuple[KeyPath, str]]:
                 problems.append(
                     ((*at, "upstream"), f"no upstream named {route.upstream!r} (known: {known})")
                 )
+    for name, policy in config.policies.items():
+        for k, step in enumerate(policy.fallback.chain if policy.fallback else ()):
+            if step.upstream is not None and step.upstream not in config.upstreams:
+                at = ("policies", name, "fallback", "chain", k, "upstream")
+                problems.append((at, f"no upstream named {step.upstream!r}"))
     return problems
 
 
@@ -269,7 +242,8 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
 
 def validate_document(doc: Document) -> Config:
     try:
-        config = Config.model_validate(doc.data)
+        base_dir = str(Path(doc.source).parent) if doc.source != "<memory>" else None
+        config = Config.model_validate(doc.data, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise ConfigError(doc.source, doc.problems + _problems(doc, exc)) from None
     if doc.problems:

@@ -1,4 +1,4 @@
-"""The `policies:` sections of the policy file: timeouts and retry.
+"""The `policies:` sections of the policy file: timeouts, retry, rate limit, fallback.
 
 A route names one policy; a route without one gets `Policy()`: the default timeouts and
 no retry.
@@ -6,42 +6,13 @@ no retry.
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any, Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, model_validator
 
-from .config_types import HeaderName, Section, unit
-from .units import Duration, Ratio, Size
-
-# `on:` words besides status codes and classes. `connect_error`: nothing was sent;
-# `reset`: the connection closed before response headers; `timeout`: `per_try` ran out.
-RETRY_REASONS = ("connect_error", "reset", "timeout")
-_STATUS_RE = re.compile(r"^(?:[1-5]\d\d|[1-5]xx)$")
-
-
-def _condition(value: Any) -> str:
-    text = str(value).strip().lower() if isinstance(value, int | str) else ""
-    if text in RETRY_REASONS or _STATUS_RE.match(text):
-        return text
-    raise ValueError(
-        f"not a retry condition: use {', '.join(RETRY_REASONS)}, a status like 503 "
-        "or a class like 5xx"
-    )
-
-
-RetryCondition = Annotated[
-    str,
-    BeforeValidator(_condition),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "integer", "minimum": 100, "maximum": 599},
-                {"type": "string", "pattern": r"^(connect_error|reset|timeout|[1-5]\d\d|[1-5]xx)$"},
-            ]
-        }
-    ),
-]
+from .config_types import Condition, HeaderName, Method, Name, Section, unit
+from .units import Duration, Rate, Ratio, Size
 
 
 class Timeouts(Section):
@@ -102,7 +73,7 @@ class Retry(Section):
     """Start from a preset; every other key here overrides it field by field."""
     attempts: int = Field(default=3, ge=1, le=10)
     """Attempts in all, the first one included."""
-    on: tuple[RetryCondition, ...] = (
+    on: tuple[Condition, ...] = (
         "connect_error",
         "reset",
         "timeout",
@@ -135,7 +106,115 @@ class Retry(Section):
         return merged
 
 
+class RouteRateLimit(Section):
+    """A token bucket per route (or per key) that every incoming request spends once."""
+
+    rate: Rate
+    burst: int | None = Field(default=None, ge=1)
+    """Bucket size (default: one second of `rate`, at least 1)."""
+    key: str | None = None
+    """`header:NAME` or `client_ip`: one bucket per value. None: one bucket for the route."""
+    max_keys: int = Field(default=10_000, ge=1)
+    """Buckets kept; the least recently used is dropped first."""
+    on_limit: Literal["reject", "queue"] = "reject"
+    """`reject`: 429 with Retry-After at once; `queue`: wait for a token up to max_wait."""
+    max_wait: Duration = unit("1s")
+
+    @model_validator(mode="after")
+    def _known_key(self) -> RouteRateLimit:
+        if self.key is not None and self.key != "client_ip":
+            kind, _, name = self.key.partition(":")
+            if kind != "header" or not name.strip():
+                raise ValueError("key is `header:NAME` or `client_ip`")
+        return self
+
+
+Trigger = Literal[
+    "circuit_open", "rate_limited", "bulkhead_full", "timeout", "connect_error", "exhausted"
+]
+
+
+class Stale(Section):
+    max_age: Duration = unit("10m")
+    """An answer older than this is not served."""
+    max_entries: int = Field(default=1000, ge=1)
+    max_bytes: Size = unit("16MiB")
+    """All kept bodies together; an answer larger than a tenth of it is not kept."""
+    methods: tuple[Method, ...] = ("GET", "HEAD")
+
+
+class Static(Section):
+    status: int = Field(default=503, ge=200, le=599)
+    headers: dict[HeaderName, str] = Field(default_factory=dict)
+    body: str | None = None
+    body_file: Path | None = None
+    """Read once at load; a relative path is relative to the policy file."""
+    _content: bytes = PrivateAttr(default=b"")
+
+    @model_validator(mode="after")
+    def _read_body(self, info: ValidationInfo) -> Static:
+        if self.body is not None and self.body_file is not None:
+            raise ValueError("give body or body_file, not both")
+        if self.body_file is None:
+            self._content = (self.body or "").encode()
+            return self
+        base = (info.context or {}).get("base_dir")
+        path = self.body_file if base is None else Path(base) / self.body_file
+        try:
+            content = path.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"cannot read body_file {path}: {exc.strerror}") from None
+        if len(content) > MAX_STATIC_BODY:
+            raise ValueError(f"body_file {path} is larger than 1MiB")
+        self._content = content
+        return self
+
+    @property
+    def content(self) -> bytes:
+        return self._content
+
+
+MAX_STATIC_BODY = 1 << 20
+
+
+class FallbackStep(Section):
+    """One of: `upstream: NAME`, `stale: {...}`, `static: {...}`."""
+
+    upstream: Name | None = None
+    """Send the request to this upstream instead (its own breaker, bulkhead and quota)."""
+    stale: Stale | None = None
+    """The last good 2xx answer to the same method, path and query."""
+    static: Static | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> FallbackStep:
+        given = [k for k in ("upstream", "stale", "static") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("a step is exactly one of upstream, stale or static")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "upstream" if self.upstream else "stale" if self.stale else "static"
+
+
+class Fallback(Section):
+    on: tuple[Trigger, ...] = (
+        "circuit_open",
+        "rate_limited",
+        "bulkhead_full",
+        "timeout",
+        "exhausted",
+    )
+    """What sends a request to the chain. `exhausted`: any upstream failure (5xx, 429,
+    reset, ...) once retries are used up."""
+    chain: tuple[FallbackStep, ...] = Field(min_length=1)
+    """Tried in order until one answers."""
+
+
 class Policy(Section):
     timeouts: Timeouts = Timeouts()
     retry: Retry | None = None
     """No retry section: one attempt only."""
+    rate_limit: RouteRateLimit | None = None
+    fallback: Fallback | None = None

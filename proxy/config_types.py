@@ -10,7 +10,15 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 # Names end up as metric labels and in headers: keep them short and plain.
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
@@ -85,3 +93,32 @@ class Section(BaseModel):
 def unit(text: str) -> Any:
     """A default written as users write it, so the schema shows `5s` and not 5.0."""
     return Field(default=text, validate_default=True)
+
+
+# What an attempt can end in besides a status: `connect_error` (nothing was sent),
+# `tls_error`, `reset` (the connection closed before response headers), `timeout`.
+REASONS = ("connect_error", "tls_error", "reset", "timeout")
+_STATUS_RE = re.compile(r"^(?:[1-5]\d\d|[1-5]xx)$")
+
+
+def _condition(value: Any) -> str:
+    text = str(value).strip().lower() if isinstance(value, int | str) else ""
+    if text in REASONS or _STATUS_RE.match(text):
+        return text
+    raise ValueError(
+        f"not a condition: use {', '.join(REASONS)}, a status like 503 or a class like 5xx"
+    )
+
+
+Condition = Annotated[
+    str,
+    BeforeValidator(_condition),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 100, "maximum": 599},
+                {"type": "string", "pattern": r"^(connect_error|reset|timeout|[1-5]\d\d|[1-5]xx)$"},
+            ]
+        }
+    ),
+]

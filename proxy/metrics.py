@@ -70,6 +70,51 @@ class Metrics:
             ["route", "reason"],
             registry=r,
         )
+        self.circuit_state = Gauge(
+            "fender_circuit_state",
+            "Circuit breaker state per upstream: 0 closed, 1 half_open, 2 open.",
+            ["upstream"],
+            registry=r,
+        )
+        self.circuit_transitions = Counter(
+            "fender_circuit_transitions_total",
+            "Circuit breaker state changes.",
+            ["upstream", "from", "to"],
+            registry=r,
+        )
+        self.rejections = Counter(
+            "fender_rejections_total",
+            "Requests or attempts answered locally, by route and reason (circuit_open, "
+            "rate_limited, bulkhead_full).",
+            ["route", "reason"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "fender_fallbacks_total",
+            "Answers given by a fallback step, by route and kind (upstream, stale, static).",
+            ["route", "kind"],
+            registry=r,
+        )
+        self.bulkhead_in_flight = Gauge(
+            "fender_bulkhead_in_flight",
+            "Attempts holding a bulkhead slot.",
+            ["upstream"],
+            registry=r,
+        )
+        self.bulkhead_queued = Gauge(
+            "fender_bulkhead_queued",
+            "Attempts waiting for a bulkhead slot.",
+            ["upstream"],
+            registry=r,
+        )
+        self.rate_limit_waits = Histogram(
+            "fender_rate_limit_waits_seconds",
+            "Time spent waiting for a rate-limit token or a cool-down, by scope "
+            "(route:NAME or upstream:NAME).",
+            ["scope"],
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
         self.config_info = Gauge(
             "fender_config_info",
             "1 for the hash of the policy file that runs.",
@@ -111,6 +156,19 @@ class Metrics:
 
     def count_budget_exhausted(self, route: str) -> None:
         self._inc(self.retry_budget_exhausted, route)
+
+    def count_rejection(self, route: str, reason: str) -> None:
+        self._inc(self.rejections, route, reason)
+
+    def count_fallback(self, route: str, kind: str) -> None:
+        self._inc(self.fallbacks, route, kind)
+
+    def count_transition(self, upstream: str, was: str, to: str, value: int) -> None:
+        self._inc(self.circuit_transitions, upstream, was, to)
+        self.circuit_state.labels(upstream).set(value)
+
+    def observe_rate_limit_wait(self, scope: str, seconds: float) -> None:
+        self.rate_limit_waits.labels(scope).observe(seconds)
 
     def set_config(self, config_hash: str) -> None:
         self.config_info.clear()

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 Body = bytes | AsyncIterable[bytes]
 
@@ -42,6 +42,10 @@ class Call:
     per_try: float | None = None  # one attempt, until its response headers
     connect: float | None = None  # connecting to an endpoint
     last_endpoint: str | None = None  # a retry prefers another endpoint
+    replayable: bool | None = None  # can the body be sent again? None: not decided yet
+    # What the app sent, for policies that key on it or send to another upstream.
+    incoming: CIMultiDictProxy[str] | None = None
+    client_ip: str | None = None
 
 
 @dataclass(slots=True)
@@ -108,9 +112,11 @@ class Rejected(FenderError):
         *,
         status: int | None = None,
         retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(reason, detail, status=status)
         self.retry_after = retry_after
+        self.headers = headers or {}
 
 
 class UpstreamFailed(FenderError):

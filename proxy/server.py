@@ -9,6 +9,7 @@ failure mid-body aborts the app's connection: it sees truncation, never a fake c
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -157,14 +158,17 @@ class DataPlane:
             raise Rejected("no_route", f"no route for {request.method} {path}", status=404)
         dest = self.targets[route.name]
         peer = request.transport.get_extra_info("peername") if request.transport else None
+        client_ip = peer[0] if peer else None
         call = Call(
             method=request.method,
             target=route.rewrite(path) + target[1],
-            headers=dest.headers.build(request.headers, rid, peer[0] if peer else None),
+            headers=dest.headers.build(request.headers, rid, client_ip),
             body=request.content.iter_any() if request.body_exists else None,
             route=route.name,
             request_id=rid,
             started=start,
+            incoming=request.headers,
+            client_ip=client_ip,
         )
         return call, dest
 
@@ -227,9 +231,10 @@ def mark(reply: Reply, attempts: int) -> CIMultiDict[str]:
 def error_reply(err: FenderError, rid: str) -> Reply:
     """Fender's own answer for a request it could not forward: small JSON, says why."""
     headers = CIMultiDict({"content-type": "application/json", "server": "fender"})
-    retry_after = getattr(err, "retry_after", None)
-    if retry_after is not None:
-        headers["retry-after"] = str(max(1, round(retry_after)))
+    if isinstance(err, Rejected):
+        headers.update(err.headers)
+        if err.retry_after is not None:
+            headers["retry-after"] = str(max(1, math.ceil(err.retry_after)))
     body = orjson.dumps({"error": err.reason, "detail": err.detail, "request_id": rid})
     return Reply(
         status=err.status,

@@ -1,42 +1,112 @@
-"""THE order of the policies of a route: decided here, and only here.
+"""THE order of the policies: decided here, and only here.
 
 DESIGN.md's request path, outermost first:
 
     Fallback -> Deadline (total) -> RateLimit (route)
-      -> Retry -> [per attempt] CircuitBreaker -> Bulkhead -> Quota -> attempt timeout
-      -> upstream.send
+      -> Retry -> [per attempt, the upstream's guards]
+                  CircuitBreaker -> Bulkhead -> Quota -> attempt timeout -> send
 
-Why this order: the fallback must see every failure below it, so it is outermost; the
-deadline covers queueing, every attempt and every backoff; the breaker, bulkhead and quota
-sit inside the retry loop so that each attempt is one sample and spends one token.
-The attempt timeout (`min(per_try, deadline)`) is applied by `upstream.send` itself,
-which knows the endpoint and so can count the attempt's result right.
+Why this order:
+- Fallback is outermost: it must see every failure below it, rejections included.
+- Deadline is next: it sets the limits that every wait below must fit in.
+- The route's RateLimit is spent once per request, before any attempt.
+- Retry wraps the upstream's guards, so each attempt is one breaker sample, holds one
+  bulkhead slot and spends one quota token; an open circuit ends the loop at once.
+- The breaker is outside the bulkhead and quota: their rejections are not the upstream's
+  failures, and an open circuit should not take a slot or a token.
+- The attempt timeout (`min(per_try, deadline)`) is applied by `upstream.send` itself,
+  which knows the endpoint and so can count the attempt's result right.
+
+The guards of an upstream are built once per upstream and shared by every route that
+sends to it, and by fallbacks that fail over to it.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
+from dataclasses import dataclass
 
+from ..breaker import STATE_VALUE, CircuitBreaker
 from ..clock import Clock
 from ..config_policy import Policy as PolicyConfig
+from ..headers import RequestHeaders
+from ..logs import JsonLog
 from ..metrics import Metrics
 from ..pipeline import Handler, Policy, compose
 from ..upstream import Upstream
+from .bulkhead import Bulkhead
+from .circuit import BreakerPolicy
 from .deadline import Deadline
+from .fallback import Fallback
+from .rate_limit import Quota, RateLimit
 from .retry import Retry
+
+
+@dataclass
+class Guards:
+    """An upstream's per-attempt stack and the stateful pieces in it (for status)."""
+
+    handler: Handler
+    breaker: CircuitBreaker | None
+    bulkhead: Bulkhead | None
+    quota: Quota | None
+
+
+def build_guards(upstream: Upstream, *, clock: Clock, metrics: Metrics, log: JsonLog) -> Guards:
+    """CircuitBreaker -> Bulkhead -> Quota around one upstream's send()."""
+    config, name = upstream.config, upstream.name
+    breaker = bulkhead = quota = None
+    policies: list[Policy] = []
+    if config.circuit_breaker is not None:
+
+        def on_transition(was: str, to: str, why: str) -> None:
+            metrics.count_transition(name, was, to, STATE_VALUE[to])
+            level = "warning" if to == "open" else "info"
+            log.event("circuit", level, upstream=name, was=was, to=to, why=why)
+
+        breaker = CircuitBreaker(config.circuit_breaker, clock, on_transition)
+        metrics.circuit_state.labels(name).set(0)
+        policies.append(BreakerPolicy(breaker, name, clock, metrics))
+    if config.bulkhead is not None:
+        bulkhead = Bulkhead(config.bulkhead, name, clock, metrics)
+        policies.append(bulkhead)
+    if config.rate_limit is not None:
+        quota = Quota(config.rate_limit, name, clock, metrics)
+        policies.append(quota)
+    return Guards(compose(policies, upstream.send), breaker, bulkhead, quota)
 
 
 def build_pipeline(
     route: str,
     config: PolicyConfig,
-    upstream: Upstream,
+    upstream: str,
     *,
+    guards: Mapping[str, Guards],
+    headers: Mapping[str, RequestHeaders],
     clock: Clock,
     metrics: Metrics,
     rng: random.Random,
 ) -> Handler:
-    """The handler a route calls: its policies, in THE order, around the upstream's send()."""
-    policies: list[Policy] = [Deadline(config.timeouts)]
+    """The handler a route calls: its policies, in THE order, around its upstream's guards."""
+    policies: list[Policy] = []
+    if config.fallback is not None:
+        stacks = {name: g.handler for name, g in guards.items()}
+        buffer_limit = config.retry.buffer_limit if config.retry is not None else None
+        policies.append(
+            Fallback(
+                config.fallback,
+                route,
+                stacks=stacks,
+                headers=headers,
+                buffer_limit=buffer_limit,
+                clock=clock,
+                metrics=metrics,
+            )
+        )
+    policies.append(Deadline(config.timeouts))
+    if config.rate_limit is not None:
+        policies.append(RateLimit(config.rate_limit, route, clock, metrics))
     if config.retry is not None and config.retry.attempts > 1:
         policies.append(Retry(config.retry, route, clock, metrics, rng))
-    return compose(policies, upstream.send)
+    return compose(policies, guards[upstream].handler)

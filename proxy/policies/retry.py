@@ -10,9 +10,9 @@ once the budget is spent. In each case the last answer goes to the app as it cam
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterable, AsyncIterator
 
-from ..classify import RetryOn, may_repeat
+from ..body import make_replayable
+from ..classify import Conditions, may_repeat
 from ..clock import Clock
 from ..config_policy import Retry as RetryConfig
 from ..metrics import Metrics
@@ -29,7 +29,7 @@ class Retry:
         self, config: RetryConfig, route: str, clock: Clock, metrics: Metrics, rng: random.Random
     ) -> None:
         self.attempts = config.attempts
-        self.on = RetryOn(config.on)
+        self.on = Conditions(config.on)
         self.backoff = Backoff(config.backoff, rng)
         self.honor_retry_after = config.retry_after.honor
         self.retry_after_max = config.retry_after.max
@@ -42,7 +42,9 @@ class Retry:
 
     async def __call__(self, call: Call, call_next: Handler) -> Reply:
         self.budget.record_request()
-        replayable = await self._buffer(call)
+        replayable = await make_replayable(call, self.buffer_limit)
+        if not replayable:
+            self.metrics.count_retry_skipped(self.route, "body_too_large")
         while True:
             reply: Reply | None = None
             error: UpstreamFailed | None = None
@@ -98,32 +100,3 @@ class Retry:
             self.metrics.count_budget_exhausted(self.route)
             return None
         return wait
-
-    async def _buffer(self, call: Call) -> bool:
-        """Keep the request body (up to buffer_limit) so attempts can replay it."""
-        body = call.body
-        if body is None or isinstance(body, bytes):
-            return True
-        length = call.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.buffer_limit:
-            self.metrics.count_retry_skipped(self.route, "body_too_large")
-            return False
-        chunks: list[bytes] = []
-        size = 0
-        iterator = aiter(body)
-        async for chunk in iterator:
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > self.buffer_limit:
-                call.body = _chain(chunks, iterator)
-                self.metrics.count_retry_skipped(self.route, "body_too_large")
-                return False
-        call.body = b"".join(chunks)
-        return True
-
-
-async def _chain(head: list[bytes], rest: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    for chunk in head:
-        yield chunk
-    async for chunk in rest:
-        yield chunk

@@ -1,0 +1,118 @@
+"""The circuit breaker's state machine: closed, open, half_open. No I/O; time is passed in.
+
+Closed: calls flow; each verdict is a sample. It trips to open on `consecutive_failures`,
+or when over the window the share of failures (`failure_rate`) or of slow calls
+(`slow_calls`) reaches its threshold with at least `min_calls` samples.
+Open: nothing is let through until `open_for` has passed (doubled on each trip in a row,
+up to `max_open_for`). Then half_open: exactly `probes` trial calls at a time; `successes`
+of them close the circuit, one failure opens it again. The wrapper that feeds it samples
+is `policies/circuit.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .clock import Clock
+from .config_upstream import CircuitBreaker as BreakerConfig
+from .window import SlidingCounts
+
+CLOSED, HALF_OPEN, OPEN = "closed", "half_open", "open"
+STATE_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
+
+REJECT, CALL, PROBE = 0, 1, 2  # what admit() grants
+Transition = Callable[[str, str, str], None]  # (from, to, why)
+
+
+class CircuitBreaker:
+    def __init__(self, config: BreakerConfig, clock: Clock, on_transition: Transition) -> None:
+        self.config = config
+        self.clock = clock
+        self.on_transition = on_transition
+        self.state = CLOSED
+        self.open_until = 0.0
+        self.trips_in_a_row = 0
+        self._consecutive = 0
+        self._probes_in_flight = 0
+        self._probe_successes = 0
+        rate, slow = config.failure_rate, config.slow_calls
+        self._failures = SlidingCounts(rate.window, clock) if rate else None
+        self._slow = SlidingCounts(slow.window, clock) if slow else None
+
+    def admit(self) -> int:
+        """CALL, PROBE, or REJECT (the circuit is open, or every probe slot is taken)."""
+        if self.state == CLOSED:
+            return CALL
+        if self.state == OPEN:
+            if self.clock.monotonic() < self.open_until:
+                return REJECT
+            self._move(HALF_OPEN, "open_for elapsed")
+        if self._probes_in_flight < self.config.half_open.probes:
+            self._probes_in_flight += 1
+            return PROBE
+        return REJECT
+
+    def retry_after(self) -> float:
+        """Seconds until calls may flow again (for the Retry-After of a rejection)."""
+        return max(1.0, self.open_until - self.clock.monotonic())
+
+    def record(self, permit: int, *, failure: bool, slow: bool = False) -> None:
+        """The verdict of a call that admit() let through."""
+        if permit == PROBE:
+            self._probes_in_flight -= 1
+            if self.state != HALF_OPEN:
+                return
+            if failure:
+                self._trip("a probe failed")
+                return
+            self._probe_successes += 1
+            if self._probe_successes >= self.config.half_open.successes:
+                self.trips_in_a_row = 0
+                self._move(CLOSED, "probes succeeded")
+            return
+        if self.state != CLOSED:
+            return  # admitted before a trip: its verdict is stale
+        self._consecutive = self._consecutive + 1 if failure else 0
+        if self._failures is not None:
+            self._failures.add(total=1, hits=int(failure))
+        if self._slow is not None:
+            self._slow.add(total=1, hits=int(slow))
+        why = self._why_trip()
+        if why:
+            self._trip(why)
+
+    def release(self, permit: int) -> None:
+        """A call that ended without a verdict (rejected further in, or cancelled)."""
+        if permit == PROBE:
+            self._probes_in_flight -= 1
+
+    def _why_trip(self) -> str | None:
+        c = self.config
+        if c.consecutive_failures is not None and self._consecutive >= c.consecutive_failures:
+            return f"{self._consecutive} consecutive failures"
+        if c.failure_rate is not None and self._failures is not None:
+            calls, failures = self._failures.counts()
+            if calls >= c.failure_rate.min_calls and failures >= c.failure_rate.threshold * calls:
+                return f"failure rate {failures}/{calls}"
+        if c.slow_calls is not None and self._slow is not None:
+            calls, slow = self._slow.counts()
+            if calls >= c.slow_calls.min_calls and slow >= c.slow_calls.threshold * calls:
+                return f"slow calls {slow}/{calls}"
+        return None
+
+    def _trip(self, why: str) -> None:
+        growth = 2 ** min(self.trips_in_a_row, 20)
+        open_for = min(self.config.max_open_for, self.config.open_for * growth)
+        self.trips_in_a_row += 1
+        self.open_until = self.clock.monotonic() + open_for
+        self._move(OPEN, why)
+
+    def _move(self, to: str, why: str) -> None:
+        was, self.state = self.state, to
+        self._consecutive = 0
+        self._probe_successes = 0
+        if self._failures is not None:
+            self._failures.clear()
+        if self._slow is not None:
+            self._slow.clear()
+        self.on_transition(was, to, why)

@@ -1,0 +1,116 @@
+"""The `upstreams:` sections: endpoints, headers, TLS, pool, and the per-upstream guards
+(circuit breaker, bulkhead, rate limit) that every attempt to the upstream passes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .config_types import Condition, Endpoint, HeaderName, Section, unit
+from .units import Duration, Rate, Ratio
+
+
+class FailureRate(Section):
+    threshold: Ratio = unit("50%")
+    min_calls: int = Field(default=20, ge=1)
+    """Fewer calls than this in the window never trip the breaker."""
+    window: Duration = unit("30s")
+
+
+class SlowCalls(Section):
+    duration: Duration
+    """A call whose response headers take this long or longer is slow."""
+    threshold: Ratio = unit("80%")
+    min_calls: int = Field(default=20, ge=1)
+    window: Duration = unit("30s")
+
+
+class HalfOpen(Section):
+    probes: int = Field(default=1, ge=1)
+    """Trial calls let through at once while half open; other calls are answered as open."""
+    successes: int = Field(default=1, ge=1)
+    """Successful trial calls that close the circuit; one failed trial reopens it."""
+
+
+class CircuitBreaker(Section):
+    """Trips on whichever of consecutive_failures, failure_rate and slow_calls is set."""
+
+    consecutive_failures: int | None = Field(default=5, ge=1)
+    failure_rate: FailureRate | None = None
+    slow_calls: SlowCalls | None = None
+    open_for: Duration = unit("30s")
+    """How long it stays open after a trip; doubled on each trip in a row."""
+    max_open_for: Duration = unit("5m")
+    half_open: HalfOpen = HalfOpen()
+    failure_on: tuple[Condition, ...] = ("connect_error", "tls_error", "reset", "timeout", "5xx")
+    """What counts as a failure. Fender's own rejections never do."""
+
+    @model_validator(mode="after")
+    def _something_trips(self) -> CircuitBreaker:
+        if self.consecutive_failures is None and not (self.failure_rate or self.slow_calls):
+            raise ValueError("set consecutive_failures, failure_rate or slow_calls")
+        if self.max_open_for < self.open_for:
+            raise ValueError("max_open_for is shorter than open_for")
+        return self
+
+
+class Bulkhead(Section):
+    max_concurrent: int = Field(ge=1)
+    """Attempts in flight at once (a streamed answer counts until its end)."""
+    max_queued: int = Field(default=0, ge=0)
+    """Attempts waiting for a slot, first come first served; beyond: 503 bulkhead_full."""
+    queue_timeout: Duration = unit("1s")
+    """Longest wait in the queue (and never past the request's deadline)."""
+
+
+class UpstreamRateLimit(Section):
+    """A quota that every attempt to the upstream spends, retries included."""
+
+    rate: Rate | None = None
+    """Tokens per second; none: only the cool-down below."""
+    burst: int | None = Field(default=None, ge=1)
+    """Bucket size (default: one second of `rate`, at least 1)."""
+    on_limit: Literal["queue", "reject"] = "queue"
+    max_wait: Duration = unit("1s")
+    """In `queue` mode, the longest wait for a token (never past the deadline)."""
+    cooldown: bool = True
+    """After a 429 or 503 with Retry-After, hold every attempt for that long: they wait if
+    their deadline allows, or are answered at once with the time left."""
+
+
+class HeaderRules(Section):
+    """Header changes on the way to the upstream."""
+
+    set: dict[HeaderName, str] = Field(default_factory=dict)
+    """Replaces whatever the app sent under that name (credentials belong here)."""
+    remove: tuple[HeaderName, ...] = ()
+
+
+class Tls(Section):
+    verify: bool = True
+    """Verify the upstream's certificate and name; `false` logs a warning at every start."""
+    ca_file: Path | None = None
+    """PEM bundle of a private CA, used instead of the system CAs."""
+
+
+class Pool(Section):
+    max_connections: int = Field(default=100, ge=1)
+    idle_timeout: Duration = unit("4s")
+    """Shorter than the shortest common upstream keep-alive (Node.js: 5s), so that Fender
+    closes an idle connection before the upstream does and never sends on a dead one."""
+
+
+class Upstream(Section):
+    endpoints: tuple[Endpoint, ...] = Field(min_length=1)
+    """`http://` or `https://` base URLs, used round robin."""
+    headers: HeaderRules = HeaderRules()
+    tls: Tls = Tls()
+    pool: Pool = Pool()
+    forwarded_headers: bool = False
+    """Add X-Forwarded-For and X-Forwarded-Proto."""
+    circuit_breaker: CircuitBreaker | None = None
+    bulkhead: Bulkhead | None = None
+    rate_limit: UpstreamRateLimit | None = None

@@ -1,0 +1,57 @@
+"""CircuitBreaker policy: asks the upstream's breaker before each attempt, tells it after.
+
+Sits inside the retry loop, so every attempt is one sample and an open circuit stops the
+loop at once (Retry never retries a rejection). Rejections from further in (bulkhead,
+quota) and cancelled calls give no verdict: they are not the upstream's fault.
+"""
+
+from __future__ import annotations
+
+from ..breaker import REJECT, CircuitBreaker
+from ..classify import Conditions
+from ..clock import Clock
+from ..metrics import Metrics
+from ..pipeline import Call, Handler, Rejected, Reply, UpstreamFailed
+
+
+class BreakerPolicy:
+    def __init__(
+        self, breaker: CircuitBreaker, upstream: str, clock: Clock, metrics: Metrics
+    ) -> None:
+        self.breaker = breaker
+        self.upstream = upstream
+        self.failure_on = Conditions(breaker.config.failure_on)
+        slow = breaker.config.slow_calls
+        self.slow_after = slow.duration if slow is not None else None
+        self.clock = clock
+        self.metrics = metrics
+
+    async def __call__(self, call: Call, call_next: Handler) -> Reply:
+        permit = self.breaker.admit()
+        if permit == REJECT:
+            self.metrics.count_rejection(call.route, "circuit_open")
+            raise Rejected(
+                "circuit_open",
+                f"the circuit of upstream {self.upstream} is open",
+                retry_after=self.breaker.retry_after(),
+            )
+        started = self.clock.monotonic()
+        try:
+            reply = await call_next(call)
+        except UpstreamFailed as failure:
+            self.breaker.record(
+                permit,
+                failure=self.failure_on.matches_reason(failure.reason),
+                slow=self._slow(started),
+            )
+            raise
+        except BaseException:
+            self.breaker.release(permit)
+            raise
+        self.breaker.record(
+            permit, failure=self.failure_on.matches_status(reply.status), slow=self._slow(started)
+        )
+        return reply
+
+    def _slow(self, started: float) -> bool:
+        return self.slow_after is not None and self.clock.monotonic() - started >= self.slow_after

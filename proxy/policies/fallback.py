@@ -1,0 +1,148 @@
+"""Fallback: when the request failed in a way `fallback.on` names, answer from the chain.
+
+Outermost, so it sees every failure below it. It decides on status and headers only, so
+it acts before any byte went to the app, never after. Steps, in order:
+`upstream` (the same request to another upstream, through that upstream's own breaker,
+bulkhead and quota, with that upstream's headers), `stale` (the last good answer to the
+same method, path and query), `static` (a fixed answer). The first that answers wins; if
+none does, the original failure goes to the app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+
+from multidict import CIMultiDict
+
+from ..body import make_replayable
+from ..clock import Clock
+from ..config_policy import Fallback as FallbackConfig
+from ..config_policy import FallbackStep
+from ..headers import RequestHeaders
+from ..metrics import Metrics
+from ..pipeline import Call, FenderError, Handler, Reply, UpstreamFailed
+from ..stale_cache import StaleCache
+
+DEFAULT_BUFFER_LIMIT = 1 << 20
+
+
+def trigger_of(result: Reply | FenderError) -> str | None:
+    """The word of `fallback.on` this result is, or None for a good answer."""
+    if isinstance(result, FenderError):
+        return result.reason
+    if result.status >= 500 or result.status == 429:
+        return "exhausted"
+    return None
+
+
+class Fallback:
+    def __init__(
+        self,
+        config: FallbackConfig,
+        route: str,
+        *,
+        stacks: Mapping[str, Handler],
+        headers: Mapping[str, RequestHeaders],
+        buffer_limit: int | None,
+        clock: Clock,
+        metrics: Metrics,
+    ) -> None:
+        self.on = frozenset(config.on)
+        self.steps: tuple[FallbackStep, ...] = config.chain
+        self.route = route
+        self.stacks = stacks
+        self.headers = headers
+        self.clock = clock
+        self.metrics = metrics
+        self.fails_over = any(step.upstream for step in self.steps)
+        self.buffer_limit = buffer_limit if buffer_limit is not None else DEFAULT_BUFFER_LIMIT
+        stale = next((step.stale for step in self.steps if step.stale), None)
+        self.cache = StaleCache(stale, clock) if stale is not None else None
+
+    def _word(self, result: Reply | FenderError) -> str | None:
+        """The trigger this result pulls, if `on` names it (`exhausted` covers any
+        upstream failure that has no word of its own in `on`)."""
+        word = trigger_of(result)
+        if word is None or word in self.on:
+            return word
+        upstream_failure = isinstance(result, UpstreamFailed | Reply)
+        return "exhausted" if upstream_failure and "exhausted" in self.on else None
+
+    async def __call__(self, call: Call, call_next: Handler) -> Reply:
+        if self.fails_over:
+            await make_replayable(call, self.buffer_limit)
+        try:
+            reply = await call_next(call)
+        except FenderError as failure:
+            word = self._word(failure)
+            if word is None:
+                raise
+            answer = await self._chain(call, word)
+            if answer is None:
+                raise
+            return answer
+        word = self._word(reply)
+        if word is None:
+            if trigger_of(reply) is None and self.cache is not None:
+                self._keep(call, reply)
+            return reply
+        answer = await self._chain(call, word)
+        if answer is None:
+            return reply
+        reply.release()
+        return answer
+
+    def _keep(self, call: Call, reply: Reply) -> None:
+        cache = self.cache
+        if cache is not None and cache.keeps(call.method, reply.status):
+            body = reply.body if not isinstance(reply.body, bytes) else _once(reply.body)
+            reply.body = cache.tee(call.method, call.target, reply.status, reply.headers, body)
+
+    async def _chain(self, call: Call, word: str) -> Reply | None:
+        for step in self.steps:
+            answer = await self._step(call, step)
+            if answer is not None:
+                answer.outcome = "fallback"
+                answer.fender_reason = word
+                answer.headers["x-fender-fallback"] = step.kind
+                self.metrics.count_fallback(self.route, step.kind)
+                return answer
+        return None
+
+    async def _step(self, call: Call, step: FallbackStep) -> Reply | None:
+        if step.upstream is not None:
+            return await self._failover(call, step.upstream)
+        if step.stale is not None:
+            kept = self.cache.get(call.method, call.target) if self.cache else None
+            if kept is None:
+                return None
+            entry, age = kept
+            headers = CIMultiDict(entry.headers)
+            headers["age"] = str(int(age))
+            return Reply(status=entry.status, headers=headers, body=entry.body)
+        assert step.static is not None
+        return Reply(
+            status=step.static.status,
+            headers=CIMultiDict(step.static.headers),
+            body=step.static.content,
+        )
+
+    async def _failover(self, call: Call, upstream: str) -> Reply | None:
+        if not call.replayable or call.incoming is None:
+            return None
+        if self.clock.monotonic() >= call.deadline:
+            return None
+        call.headers = self.headers[upstream].build(call.incoming, call.request_id, call.client_ip)
+        call.last_endpoint = None
+        try:
+            reply = await self.stacks[upstream](call)
+        except FenderError:
+            return None
+        if trigger_of(reply) is not None:
+            reply.release()
+            return None
+        return reply
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body

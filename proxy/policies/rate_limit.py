@@ -1,0 +1,142 @@
+"""Rate limits: a route's limit on incoming requests, and an upstream's quota on attempts.
+
+`RateLimit` (route, optionally one bucket per key) is spent once per request, before the
+retry loop. `Quota` (upstream) is spent by every attempt, retries and failovers included,
+so Fender never sends an upstream more than its quota. With `on_limit: queue` a request
+waits for its token (FIFO, up to `max_wait`, never past the deadline); otherwise, or past
+that, it gets 429 `rate_limited` with `Retry-After` and the IETF `RateLimit` headers.
+
+The quota's cool-down: when the upstream answers 429 or 503 with a wait (`Retry-After`,
+`RateLimit-Reset`), every attempt holds off that long: it waits if its deadline allows,
+or is answered at once with the time left.
+"""
+
+from __future__ import annotations
+
+from ..clock import Clock
+from ..config_policy import RouteRateLimit
+from ..config_upstream import UpstreamRateLimit
+from ..metrics import Metrics
+from ..pipeline import Call, Handler, Rejected, Reply
+from ..retry_after import asked_wait
+from ..token_bucket import KeyedBuckets, TokenBucket, default_burst
+
+ASKS_TO_WAIT = frozenset({429, 503})
+
+
+async def _take(
+    bucket: TokenBucket, call: Call, queue: bool, max_wait: float, clock: Clock
+) -> float | None:
+    """Wait for a token; returns the wait, or None when none can be had in time."""
+    limit = min(max_wait, call.deadline - clock.monotonic()) if queue else 0.0
+    wait = bucket.reserve(limit)
+    if wait:
+        try:
+            await clock.sleep(wait)
+        except BaseException:
+            bucket.give_back()
+            raise
+    return wait
+
+
+def _limited(scope: str, bucket: TokenBucket, name: str) -> Rejected:
+    retry_after = bucket.wait_for_token()
+    window = max(1, round(bucket.burst / bucket.rate))
+    return Rejected(
+        "rate_limited",
+        f"rate limit of {scope} reached",
+        status=429,
+        retry_after=retry_after,
+        headers={
+            # draft-ietf-httpapi-ratelimit-headers: quota q per window w; r left, t to wait
+            "ratelimit-policy": f'"{name}";q={int(bucket.burst)};w={window}',
+            "ratelimit": f'"{name}";r=0;t={max(1, round(retry_after + 0.5))}',
+        },
+    )
+
+
+class RateLimit:
+    """A route's limit on incoming requests."""
+
+    def __init__(self, config: RouteRateLimit, route: str, clock: Clock, metrics: Metrics) -> None:
+        burst = default_burst(config.rate, config.burst)
+        self.single = TokenBucket(config.rate, burst, clock) if config.key is None else None
+        self.keyed = KeyedBuckets(config.rate, burst, config.max_keys, clock)
+        self.header = None
+        if config.key is not None and config.key.startswith("header:"):
+            self.header = config.key.partition(":")[2].strip().lower()
+        self.queue = config.on_limit == "queue"
+        self.max_wait = config.max_wait
+        self.route = route
+        self.scope = f"route:{route}"
+        self.clock = clock
+        self.metrics = metrics
+
+    def bucket(self, call: Call) -> TokenBucket:
+        if self.single is not None:
+            return self.single
+        if self.header is not None:
+            key = call.incoming.get(self.header, "") if call.incoming is not None else ""
+        else:
+            key = call.client_ip or ""
+        return self.keyed.get(key)
+
+    async def __call__(self, call: Call, call_next: Handler) -> Reply:
+        bucket = self.bucket(call)
+        wait = await _take(bucket, call, self.queue, self.max_wait, self.clock)
+        if wait is None:
+            self.metrics.count_rejection(self.route, "rate_limited")
+            raise _limited(f"route {self.route}", bucket, self.route)
+        if wait:
+            self.metrics.observe_rate_limit_wait(self.scope, wait)
+        return await call_next(call)
+
+
+class Quota:
+    """An upstream's quota on attempts, with the cool-down its 429s and 503s ask for."""
+
+    def __init__(
+        self, config: UpstreamRateLimit, upstream: str, clock: Clock, metrics: Metrics
+    ) -> None:
+        self.bucket = None
+        if config.rate is not None:
+            burst = default_burst(config.rate, config.burst)
+            self.bucket = TokenBucket(config.rate, burst, clock)
+        self.queue = config.on_limit == "queue"
+        self.max_wait = config.max_wait
+        self.cooldown = config.cooldown
+        self.paused_until = 0.0
+        self.upstream = upstream
+        self.scope = f"upstream:{upstream}"
+        self.clock = clock
+        self.metrics = metrics
+
+    def pause_left(self) -> float:
+        return max(0.0, self.paused_until - self.clock.monotonic())
+
+    async def __call__(self, call: Call, call_next: Handler) -> Reply:
+        pause = self.pause_left()
+        if pause > 0:
+            if self.clock.monotonic() + pause >= call.deadline:
+                self.metrics.count_rejection(call.route, "rate_limited")
+                raise Rejected(
+                    "rate_limited",
+                    f"upstream {self.upstream} asked for a pause",
+                    status=429,
+                    retry_after=pause,
+                )
+            await self.clock.sleep(pause)
+            self.metrics.observe_rate_limit_wait(self.scope, pause)
+        if self.bucket is not None:
+            wait = await _take(self.bucket, call, self.queue, self.max_wait, self.clock)
+            if wait is None:
+                self.metrics.count_rejection(call.route, "rate_limited")
+                raise _limited(f"upstream {self.upstream}", self.bucket, self.upstream)
+            if wait:
+                self.metrics.observe_rate_limit_wait(self.scope, wait)
+        reply = await call_next(call)
+        if self.cooldown and reply.status in ASKS_TO_WAIT:
+            asked = asked_wait(reply.headers, self.clock.wall())
+            if asked:
+                self.paused_until = max(self.paused_until, self.clock.monotonic() + asked)
+        return reply

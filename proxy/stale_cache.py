@@ -1,0 +1,97 @@
+"""The last good answers of a route, kept for the `stale` fallback.
+
+An answer is kept when it is a 2xx to a cacheable method and its body, copied as it
+streams to the app, finishes within the size limit. Bounded by entry count and bytes,
+the least recently stored dropped first. Served with an `Age` header.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+
+from multidict import CIMultiDict
+
+from .clock import Clock
+from .config_policy import Stale
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    stored: float
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+class StaleCache:
+    def __init__(self, config: Stale, clock: Clock) -> None:
+        self.max_age = config.max_age
+        self.max_entries = config.max_entries
+        self.max_bytes = config.max_bytes
+        self.entry_limit = max(1, config.max_bytes // 10)
+        self.methods = frozenset(config.methods)
+        self.clock = clock
+        self.bytes = 0
+        self._entries: OrderedDict[tuple[str, str], Entry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, method: str, target: str) -> tuple[Entry, float] | None:
+        """The kept answer and its age, if there is one young enough."""
+        entry = self._entries.get((method, target))
+        if entry is None:
+            return None
+        age = self.clock.monotonic() - entry.stored
+        return (entry, age) if age <= self.max_age else None
+
+    def keeps(self, method: str, status: int) -> bool:
+        return method in self.methods and 200 <= status < 300
+
+    def tee(
+        self,
+        method: str,
+        target: str,
+        status: int,
+        headers: CIMultiDict[str],
+        body: AsyncIterable[bytes],
+    ) -> AsyncIterator[bytes]:
+        """The body as it streams, kept once it has ended within the size limit."""
+        kept_headers = tuple(
+            (k, v) for k, v in headers.items() if not k.lower().startswith("x-fender-")
+        )
+        return self._copy(method, target, status, kept_headers, body)
+
+    async def _copy(
+        self,
+        method: str,
+        target: str,
+        status: int,
+        headers: tuple[tuple[str, str], ...],
+        body: AsyncIterable[bytes],
+    ) -> AsyncIterator[bytes]:
+        chunks: list[bytes] | None = []
+        size = 0
+        async for chunk in body:
+            if chunks is not None:
+                size += len(chunk)
+                if size > self.entry_limit:
+                    chunks = None
+                else:
+                    chunks.append(chunk)
+            yield chunk
+        if chunks is not None:
+            entry = Entry(self.clock.monotonic(), status, headers, b"".join(chunks))
+            self._put((method, target), entry)
+
+    def _put(self, key: tuple[str, str], entry: Entry) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.bytes -= len(old.body)
+        self._entries[key] = entry
+        self.bytes += len(entry.body)
+        while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
+            _, dropped = self._entries.popitem(last=False)
+            self.bytes -= len(dropped.body)
