@@ -51,6 +51,8 @@ class ScriptedUpstream:
         self.choose: Callable[[int], Step] | None = None
         self.seen: list[Seen] = []
         self.arrived = asyncio.Event()
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.app = web.Application(client_max_size=1 << 31)
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
         self.url = ""
@@ -59,6 +61,14 @@ class ScriptedUpstream:
         self.script.extend(steps)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = b""
         if request.headers.get("x-test-discard-body"):
             async for _ in request.content.iter_any():

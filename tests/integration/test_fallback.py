@@ -1,0 +1,137 @@
+"""The fallback chain: failover upstream, then stale, then static; never after bytes."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from tests.support.proxy import config
+from tests.support.upstream import ScriptedUpstream, Step
+
+
+async def test_fallback_chain_failover_then_stale_then_static(
+    upstream, aiohttp_server, proxy_factory, client, tmp_path
+):
+    backup = ScriptedUpstream()
+    backup.url = f"http://127.0.0.1:{(await aiohttp_server(backup.app)).port}"
+    static_file = tmp_path / "sorry.json"
+    static_file.write_text('{"items": [], "degraded": true}')
+    data = config(
+        {
+            "primary": {
+                "endpoints": [upstream.url],
+                "headers": {"set": {"x-api-key": "primary-key"}},
+            },
+            "backup": {"endpoints": [backup.url], "headers": {"set": {"x-api-key": "backup-key"}}},
+        },
+        [{"name": "items", "upstream": "primary", "policy": "p"}],
+        policies={
+            "p": {
+                "fallback": {
+                    "on": ["exhausted", "connect_error", "timeout"],
+                    "chain": [
+                        {"upstream": "backup"},
+                        {"stale": {"max_age": "10m"}},
+                        {
+                            "static": {
+                                "status": 200,
+                                "headers": {"content-type": "application/json"},
+                                "body_file": str(static_file),
+                            }
+                        },
+                    ],
+                }
+            }
+        },
+    )
+    proxy = await proxy_factory(data)
+
+    async def get(path: str) -> tuple[int, dict, bytes]:
+        async with client.get(f"{proxy.url}{path}", headers={"x-api-key": "app-key"}) as resp:
+            return resp.status, resp.headers.copy(), await resp.read()
+
+    # Healthy: the primary answers, and the answer is kept for later.
+    upstream.default = Step(body=b"fresh", headers={"content-type": "text/plain"})
+    status, headers, body = await get("/items?page=1")
+    assert (status, body, headers["x-fender-outcome"]) == (200, b"fresh", "ok")
+    # Primary down: the backup answers, with its own credential.
+    upstream.default = Step(status=503)
+    backup.default = Step(body=b"from-backup")
+    status, headers, body = await get("/items?page=1")
+    assert (status, body) == (200, b"from-backup")
+    assert (
+        headers["x-fender-outcome"],
+        headers["x-fender-reason"],
+        headers["x-fender-fallback"],
+    ) == ("fallback", "exhausted", "upstream")
+    assert backup.seen[-1].headers["x-api-key"] == "backup-key"
+    # Both down: the last good answer to the same path and query, with its age.
+    backup.default = Step(status=503)
+    status, headers, body = await get("/items?page=1")
+    assert (status, body, headers["x-fender-fallback"]) == (200, b"fresh", "stale")
+    assert headers["content-type"] == "text/plain" and int(headers["Age"]) >= 0
+    # Nothing stale for this query: the static answer.
+    status, headers, body = await get("/items?page=2")
+    assert (status, body, headers["x-fender-fallback"]) == (
+        200,
+        b'{"items": [], "degraded": true}',
+        "static",
+    )
+    assert proxy.metric("fender_fallbacks_total", route="items", kind="upstream") == 1
+    assert proxy.metric("fender_fallbacks_total", route="items", kind="stale") == 1
+    assert proxy.metric("fender_fallbacks_total", route="items", kind="static") == 1
+
+
+async def test_no_fallback_once_bytes_went_to_the_app(upstream, proxy_factory, client):
+    data = config(
+        {"up": {"endpoints": [upstream.url]}},
+        [{"name": "s", "upstream": "up", "policy": "p"}],
+        policies={
+            "p": {
+                "fallback": {
+                    "on": ["exhausted"],
+                    "chain": [{"static": {"status": 200, "body": "static"}}],
+                }
+            }
+        },
+    )
+    proxy = await proxy_factory(data)
+    upstream.push(Step(body=b"x" * 100, reset="after_headers"))
+    async with client.get(f"{proxy.url}/x") as resp:
+        assert resp.status == 200
+        try:
+            body = await resp.read()
+        except aiohttp.ClientPayloadError:
+            body = None
+    assert body is None  # truncated, not replaced by the static answer
+    assert proxy.metric("fender_fallbacks_total", route="s", kind="static") == 0
+
+
+async def test_open_circuit_goes_to_the_fallback(upstream, proxy_factory, client):
+    data = config(
+        {
+            "up": {
+                "endpoints": [upstream.url],
+                "circuit_breaker": {"consecutive_failures": 1, "open_for": "1m"},
+            }
+        },
+        [{"name": "s", "upstream": "up", "policy": "p"}],
+        policies={
+            "p": {
+                "fallback": {
+                    "on": ["circuit_open"],
+                    "chain": [{"static": {"status": 503, "body": "later"}}],
+                }
+            }
+        },
+    )
+    proxy = await proxy_factory(data)
+    upstream.default = Step(status=500)
+    async with client.get(f"{proxy.url}/x") as resp:
+        assert resp.status == 500 and "x-fender-fallback" not in resp.headers  # 500 is not in `on`
+    async with client.get(f"{proxy.url}/x") as resp:
+        assert (resp.status, await resp.text()) == (503, "later")
+        assert (resp.headers["x-fender-reason"], resp.headers["x-fender-fallback"]) == (
+            "circuit_open",
+            "static",
+        )
+    assert len(upstream.seen) == 1

@@ -1,0 +1,55 @@
+"""The stale cache: kept only when complete, bounded, aged."""
+
+from __future__ import annotations
+
+from multidict import CIMultiDict
+
+from proxy.config_policy import Stale
+from proxy.stale_cache import StaleCache
+from tests.support.clock import FakeClock
+
+
+async def body(*parts: bytes):
+    for part in parts:
+        yield part
+
+
+async def drain(iterator) -> bytes:
+    return b"".join([chunk async for chunk in iterator])
+
+
+async def test_a_complete_answer_is_kept_and_served_with_its_age():
+    clock = FakeClock()
+    cache = StaleCache(Stale(max_age="10m"), clock)
+    headers = CIMultiDict({"content-type": "application/json", "x-fender-outcome": "ok"})
+    assert await drain(cache.tee("GET", "/a?x=1", 200, headers, body(b"ab", b"cd"))) == b"abcd"
+    clock.advance(42)
+    entry, age = cache.get("GET", "/a?x=1")
+    assert (entry.status, entry.body, age) == (200, b"abcd", 42)
+    assert dict(entry.headers) == {"content-type": "application/json"}
+    assert cache.get("GET", "/a?x=2") is None
+    clock.advance(600)
+    assert cache.get("GET", "/a?x=1") is None  # older than max_age
+
+
+async def test_an_interrupted_answer_is_not_kept():
+    cache = StaleCache(Stale(), FakeClock())
+    iterator = cache.tee("GET", "/a", 200, CIMultiDict(), body(b"ab", b"cd"))
+    assert await anext(iterator) == b"ab"
+    await iterator.aclose()
+    assert cache.get("GET", "/a") is None
+
+
+async def test_bounded_by_entries_and_bytes():
+    cache = StaleCache(Stale(max_entries=2, max_bytes="100B"), FakeClock())
+    for key in ("/1", "/2", "/3"):
+        await drain(cache.tee("GET", key, 200, CIMultiDict(), body(b"x" * 5)))
+    assert len(cache) == 2 and cache.get("GET", "/1") is None
+    await drain(cache.tee("GET", "/big", 200, CIMultiDict(), body(b"x" * 11)))  # over a tenth
+    assert cache.get("GET", "/big") is None
+
+
+def test_only_2xx_to_listed_methods_are_kept():
+    cache = StaleCache(Stale(), FakeClock())
+    assert cache.keeps("GET", 200) and cache.keeps("HEAD", 204)
+    assert not cache.keeps("POST", 200) and not cache.keeps("GET", 404)
