@@ -117,7 +117,7 @@ Condition = Annotated[
         {
             "anyOf": [
                 {"type": "integer", "minimum": 100, "maximum": 599},
-                {"type": "string", "pattern": r"^(connect_error|reset|timeout|[1-5]\d\d|[1-5]xx)$"},
+                {"type": "string", "pattern": rf"^({'|'.join(REASONS)}|[1-5]\d\d|[1-5]xx)$"},
             ]
         }
     ),

@@ -2,14 +2,15 @@
 
 Nothing else needs to be installed or running. A steady trickle of requests goes through
 Fender, and once a second the demo prints what the app saw: sent, ok, retried (rescued by
-a retry), failed, by status.
+a retry), fallback (answered by the fallback chain), failed, by status, and the state of
+the upstream's circuit breaker. The upstream goes through an outage: the breaker opens,
+the fallback answers, the breaker probes and closes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import socket
 import sys
 from collections import Counter
@@ -21,6 +22,7 @@ import aiohttp
 from aiohttp import web
 
 from .app import Fender
+from .breaker import CircuitBreaker
 from .config import load_config
 from .logs import JsonLog
 
@@ -41,14 +43,22 @@ SCHEDULE = (
     Phase("errors", error_share=0.4),
     Phase("slow", slow_share=0.3),
     Phase("throttled", throttle_share=0.5),
+    Phase("outage", error_share=1.0),
 )
 
 
-class FlakyUpstream:
-    """The demo's upstream: healthy, then errors, slow answers and 429s, in turn."""
+GOLDEN = 0.6180339887498949
 
-    def __init__(self, rng: random.Random, phase_seconds: float) -> None:
-        self.rng = rng
+
+class FlakyUpstream:
+    """The demo's upstream: healthy, then errors, slow answers, 429s and an outage.
+
+    Which requests misbehave follows an evenly spread sequence (the fractional parts of
+    n x golden ratio), so each phase shows its share and not the streaks of a random one.
+    """
+
+    def __init__(self, phase_seconds: float) -> None:
+        self.count = 0
         self.phase_seconds = phase_seconds
         self.started = 0.0
         self.app = web.Application()
@@ -59,7 +69,8 @@ class FlakyUpstream:
         return SCHEDULE[int(elapsed // self.phase_seconds) % len(SCHEDULE)]
 
     async def handle(self, request: web.Request) -> web.Response:
-        phase, roll = self.phase(), self.rng.random()
+        self.count += 1
+        phase, roll = self.phase(), (self.count * GOLDEN) % 1.0
         if roll < phase.error_share:
             return web.json_response({"error": "overloaded"}, status=503)
         if roll < phase.throttle_share:
@@ -82,7 +93,7 @@ async def run_demo(
     duration: float, out: TextIO | None = None, phase_seconds: float = PHASE_SECONDS
 ) -> int:
     stream = out if out is not None else sys.stdout
-    upstream = FlakyUpstream(random.Random(7), phase_seconds)
+    upstream = FlakyUpstream(phase_seconds)
     runner = web.AppRunner(upstream.app, access_log=None)
     await runner.setup()
     up_port = free_port()
@@ -99,7 +110,7 @@ async def run_demo(
     base = f"http://127.0.0.1:{fender.ports['egress']}/catalog"
     print(
         f"fender demo: app -> {base} -> built-in upstream (healthy, errors, slow, throttled, "
-        f"{phase_seconds:g}s each); metrics on "
+        f"outage, {phase_seconds:g}s each); metrics on "
         f"http://127.0.0.1:{fender.ports['control']}/metrics",
         file=stream,
         flush=True,
@@ -109,7 +120,8 @@ async def run_demo(
     totals: Counter[str] = Counter()
     try:
         async with aiohttp.ClientSession() as client:
-            await _traffic(client, base, duration, upstream, totals, stream)
+            breaker = fender.guards["flaky"].breaker
+            await _traffic(client, base, duration, upstream, totals, stream, breaker)
     except asyncio.CancelledError:
         pass
     finally:
@@ -126,6 +138,7 @@ async def _traffic(
     upstream: FlakyUpstream,
     totals: Counter[str],
     stream: TextIO,
+    breaker: CircuitBreaker | None,
 ) -> None:
     loop = asyncio.get_running_loop()
     second: Counter[str] = Counter()
@@ -134,10 +147,10 @@ async def _traffic(
     async def one(i: int) -> None:
         outcome = "failed"
         try:
-            async with client.get(f"{base}/items/{i}") as resp:
+            async with client.get(f"{base}/items/{i % 40}") as resp:
                 await resp.read()
                 outcome = resp.headers.get("x-fender-outcome", "ok")
-                if resp.status >= 400:
+                if resp.status >= 400 and outcome != "fallback":
                     outcome = "failed"
                 key = str(resp.status)
         except aiohttp.ClientError:
@@ -156,7 +169,12 @@ async def _traffic(
         i += 1
         if now >= next_report:
             phase = upstream.phase().name
-            print(f"{now - start:4.0f}s  {phase:<9}  {_summary(second)}", file=stream, flush=True)
+            circuit = breaker.state if breaker is not None else "-"
+            print(
+                f"{now - start:4.0f}s  {phase:<9}  {_summary(second)}  circuit={circuit}",
+                file=stream,
+                flush=True,
+            )
             second.clear()
             next_report += 1
         await asyncio.sleep(1 / RATE)
@@ -170,5 +188,5 @@ def _summary(counts: Counter[str]) -> str:
     )
     return (
         f"sent={counts['sent']:<3} ok={counts['ok']:<3} retried={counts['retried']:<3} "
-        f"failed={counts['failed']:<3} {statuses}"
+        f"fallback={counts['fallback']:<3} failed={counts['failed']:<3} {statuses}"
     )
