@@ -31,6 +31,7 @@ from .routing import Router, normalize_path
 
 # Not a real status: the app closed its connection before the answer (nginx's 499).
 CLIENT_CLOSED = 499
+Cut = tuple[str, str]  # (outcome, reason) of an answer cut mid-body
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +86,8 @@ class DataPlane:
                 reply = error_reply(FenderError("internal_error", status=500), rid)
             status, outcome, reason = reply.status, reply.outcome, reply.fender_reason
             response, cut = await self._relay(request, reply, call)
-            outcome = cut or outcome
+            if cut is not None:
+                outcome, reason = cut
             return response
         finally:
             seconds = self.clock.monotonic() - start
@@ -106,8 +108,8 @@ class DataPlane:
 
     async def _stream(
         self, request: web.BaseRequest, response: web.StreamResponse, body: Any, call: Call
-    ) -> str | None:
-        """Copy the body chunk by chunk; returns the outcome if it had to be cut.
+    ) -> Cut | None:
+        """Copy the body chunk by chunk; returns (outcome, reason) if it had to be cut.
 
         Each chunk must come within `idle`, and the last one before `stream_deadline`.
         """
@@ -126,13 +128,13 @@ class DataPlane:
                     return None
                 await response.write(chunk)
         except ConnectionResetError:
-            return "cancelled"  # the app went away
-        except (TimeoutError, aiohttp.ClientError, OSError):
+            return "cancelled", "client_closed"  # the app went away
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             # The upstream failed or stalled after the status line went out: cut the app's
             # connection so that it sees a truncated answer, never one that looks complete.
             if request.transport is not None:
                 request.transport.abort()
-            return "failed"
+            return "failed", "timeout" if isinstance(exc, TimeoutError) else "reset"
 
     def malformed(self, status: int, detail: str) -> None:
         """A request the HTTP parser refused: never forwarded, still counted and logged."""
@@ -174,8 +176,8 @@ class DataPlane:
 
     async def _relay(
         self, request: web.BaseRequest, reply: Reply, call: Call | None
-    ) -> tuple[web.StreamResponse, str | None]:
-        """Send the reply; returns the response and, if the body was cut, the outcome."""
+    ) -> tuple[web.StreamResponse, Cut | None]:
+        """Send the reply; returns the response and, if the body was cut, why."""
         headers = mark(reply, call.attempts if call else 0)
         response = web.StreamResponse(
             status=reply.status, reason=reply.reason or None, headers=headers

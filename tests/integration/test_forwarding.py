@@ -202,7 +202,7 @@ async def test_reset_after_headers_truncates_the_app_response(upstream, proxy_fa
         else:
             raise AssertionError("a cut upstream body must not look complete to the app")
     lines = [line for line in proxy.log_lines() if line["event"] == "request"]
-    assert lines[-1]["outcome"] == "failed"
+    assert (lines[-1]["outcome"], lines[-1]["reason"]) == ("failed", "reset")
 
 
 async def test_several_listeners_each_with_their_own_routes(upstream, proxy_factory, client):

@@ -53,7 +53,7 @@ async def test_silence_past_idle_aborts_the_app_connection_without_retry(
         assert 0.2 <= loop.time() - started <= 1.0
     assert len(upstream.seen) == 1
     (line,) = [x for x in proxy.log_lines() if x["event"] == "request"]
-    assert line["outcome"] == "failed"
+    assert (line["outcome"], line["reason"]) == ("failed", "timeout")
 
 
 async def test_a_ten_second_stream_is_never_cut_by_per_try_or_first_byte(
