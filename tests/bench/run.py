@@ -1,0 +1,514 @@
+"""Throughput, latency and CPU cost of one proxy hop: upstream direct vs Fender vs nginx.
+
+Run `python tests/bench/run.py` (about 4 minutes; `--quick` for a ~20 s smoke run,
+`--json PATH` to also write the results as JSON). Needs `wrk`, `taskset` and, for the nginx
+column and the fast upstream, `nginx`; wrk and nginx are apt-installed when missing.
+
+What runs, all on 127.0.0.1 with ports picked by the kernel:
+- upstream: nginx (1 worker, no access log) serving /small (20 bytes) and /16k (16 KiB) from
+  files; a small aiohttp server instead when nginx cannot be had.
+- fender: `python -m proxy run -c POLICY`, run from a copy of proxy/ taken at start (the tree
+  may be edited meanwhile); one route to the upstream; JSON access log ON (its default), with
+  stdout sent to /dev/null.
+- nginx: a second nginx as reverse proxy, 1 worker, `keepalive 64` to the upstream.
+
+CPU placement (2 cores): the proxy under test alone on CPU 0; the upstream and wrk (-t1) share
+CPU 1 in every run, direct runs included. So CPU 1 does exactly the same work for all three
+targets (wrk sends and reads the same requests, the upstream serves them), and the direct
+figure is what the client side allows; "rps vs direct" is the share of it a proxy keeps. It
+can come out slightly above 1 for nginx at 64 connections: with the proxy on the other core,
+wrk and the upstream take requests in bigger batches. (Moving the upstream to the idle CPU 0 for
+direct runs instead would give the baseline two cores at 64 connections, which no proxied run
+has, and a cross-core wake-up per request at 1 connection, which makes that baseline slower.)
+
+Each scenario (body x connections) is measured for each target in turn, and the whole sweep is
+repeated (--repeats, interleaved so drift hits all targets alike); the table shows medians.
+Every measured wrk run follows a 1 s warm-up. Latency columns are wrk's 50th and 99th
+percentiles. "CPU us/req" is the proxy's CPU time (utime+stime from /proc/PID/stat, master plus
+workers for nginx) during the measured run divided by the requests wrk completed; it is the
+number to compare across proxies, as throughput here is bounded by the shared CPU 1 as well.
+A run with socket errors or non-2xx responses stops the benchmark. The machine may be shared:
+the notes under the table give the load average and how much CPU processes outside the bench
+used during the measured runs (from /proc/stat); runs over NOISY_PCT of a core deserve a rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PROXY_CPU, LOAD_CPU = "0", "1"
+BODIES = {"small": b"hello from upstream\n", "16k": bytes(i % 251 for i in range(16384))}
+TARGETS = ("direct", "fender", "nginx")
+NOISY_PCT = 10  # a run during which others used more than this % of a core is flagged
+HZ = os.sysconf("SC_CLK_TCK")
+UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
+HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never an env proxy
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def ensure_tool(name: str, updated: list[bool]) -> str | None:
+    """The tool's path, apt-installing it first when missing; None when that fails."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+    if found:
+        return found
+    log(f"{name} not found, installing it with apt-get")
+    apt = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if not updated[0]:
+        subprocess.run(["apt-get", "update", "-qq"], env=apt, check=False)
+        updated[0] = True
+    cmd = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", name]
+    subprocess.run(cmd, env=apt, check=False)
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    with HTTP.open(url, timeout=2) as response:
+        return int(response.status), bytes(response.read())
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (nginx: the master and its workers)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                parents[int(entry)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    tree = [pid]
+    for parent in tree:
+        tree.extend(child for child, ppid in parents.items() if ppid == parent)
+    return tree
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of the processes, in seconds."""
+    ticks = 0
+    for pid in pids:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ticks += int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+    return ticks / HZ
+
+
+class Service:
+    """A server started by the bench, pinned to one CPU, stopped by PID."""
+
+    def __init__(self, name: str, cmd: list[str], cpu: str, stderr: Path, cwd: Path = REPO) -> None:
+        self.name, self.stderr = name, stderr
+        with stderr.open("wb") as err:
+            self.proc = subprocess.Popen(
+                ["taskset", "-c", cpu, *cmd],
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,  # Ctrl-C reaches the bench only; it stops us in order
+            )
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            tail = self.stderr.read_text(errors="replace")[-3000:]
+            raise BenchError(f"{self.name} exited with {self.proc.returncode}; stderr:\n{tail}")
+
+    def wait_ready(self, url: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive()
+            with contextlib.suppress(OSError):
+                if http_get(url)[0] == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise BenchError(f"{self.name} not ready at {url} after {timeout:.0f} s")
+            time.sleep(0.1)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc.poll() is not None:
+            return
+        pids = process_tree(self.proc.pid)
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log(f"{self.name} ignored SIGTERM for {timeout:.0f} s, killing it")
+            self.proc.kill()
+            self.proc.wait()
+        for pid in pids[1:]:  # workers the master left behind, if any
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def nginx_conf(tmp: Path, body: str) -> str:
+    temps = "\n".join(f"{kind}_temp_path {tmp / kind};" for kind in ("client_body", "proxy"))
+    temps += "".join(f"\n{kind}_temp_path {tmp / kind};" for kind in ("fastcgi", "uwsgi", "scgi"))
+    user = "user root;" if os.geteuid() == 0 else ""  # workers must read the 0700 temp dir
+    return f"""{user}
+worker_processes 1;
+daemon off;
+pid {tmp / "nginx.pid"};
+error_log {tmp / "error.log"} warn;
+events {{ worker_connections 4096; }}
+http {{
+access_log off;
+{temps}
+default_type application/octet-stream;
+keepalive_requests 1000000;
+keepalive_timeout 75s;
+{body}
+}}
+"""
+
+
+def start_nginx(name: str, nginx: str, tmp: Path, body: str, cpu: str) -> Service:
+    tmp.mkdir()
+    conf = tmp / "nginx.conf"
+    conf.write_text(nginx_conf(tmp, body))
+    cmd = [nginx, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "error.log")]
+    return Service(name, cmd, cpu, tmp / "stderr.log")
+
+
+def start_upstream(nginx: str | None, tmp: Path, port: int) -> Service:
+    www = tmp / "www"
+    www.mkdir()
+    for path, body in BODIES.items():
+        (www / path).write_bytes(body)
+    if nginx:
+        server = f"""sendfile on;
+open_file_cache max=16 inactive=1h;
+open_file_cache_valid 1h;
+server {{ listen 127.0.0.1:{port} backlog=4096; root {www}; }}"""
+        return start_nginx("upstream nginx", nginx, tmp / "upstream", server, LOAD_CPU)
+    script = tmp / "upstream.py"
+    script.write_text(
+        "import sys\nfrom pathlib import Path\nfrom aiohttp import web\n"
+        "bodies = {'/' + p.name: p.read_bytes() for p in Path(sys.argv[2]).iterdir()}\n"
+        "async def handle(request):\n"
+        "    body = bodies.get(request.path)\n"
+        "    return web.Response(status=404) if body is None else web.Response(body=body)\n"
+        "app = web.Application()\napp.router.add_get('/{tail:.*}', handle)\n"
+        "web.run_app(app, host='127.0.0.1', port=int(sys.argv[1]), access_log=None, print=None)\n"
+    )
+    cmd = [sys.executable, str(script), str(port), str(www)]
+    return Service("upstream aiohttp", cmd, LOAD_CPU, tmp / "upstream.stderr")
+
+
+def start_fender(tmp: Path, port: int, up_port: int) -> tuple[Service, int]:
+    """Fender, run from the snapshot of proxy/ in tmp/src, and its control port."""
+    control = free_port()
+    policy = tmp / "fender.yaml"
+    policy.write_text(f"""version: 1
+control: {{address: 127.0.0.1:{control}}}
+drain: {{delay: 0s, timeout: 5s}}
+listeners:
+  - name: bench
+    address: 127.0.0.1:{port}
+    routes:
+      - {{name: all, upstream: up}}
+upstreams:
+  up:
+    endpoints: [http://127.0.0.1:{up_port}]
+""")
+    cmd = [sys.executable, "-m", "proxy", "run", "-c", str(policy)]
+    return Service("fender", cmd, PROXY_CPU, tmp / "fender.stderr", cwd=tmp / "src"), control
+
+
+def start_nginx_proxy(nginx: str, tmp: Path, port: int, up_port: int) -> Service:
+    body = f"""upstream up {{
+  server 127.0.0.1:{up_port};
+  keepalive 64;
+  keepalive_requests 1000000;
+}}
+server {{
+  listen 127.0.0.1:{port} backlog=4096;
+  location / {{
+    proxy_pass http://up;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+  }}
+}}"""
+    return start_nginx("nginx proxy", nginx, tmp / "nginx-proxy", body, PROXY_CPU)
+
+
+@dataclass
+class Run:
+    rps: float
+    requests: int
+    p50_us: float
+    p99_us: float
+    cpu_us_per_req: float | None = None
+    other_cpu_pct: float = 0.0  # CPU that processes outside the bench used, % of one core
+
+
+def latency_us(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if not match:
+        raise BenchError(f"unreadable wrk latency {text!r}")
+    return float(match[1]) * UNITS[match[2]]
+
+
+def wrk(url: str, connections: int, seconds: float) -> Run:
+    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s"]
+    cmd += ["--latency", "--timeout", "5s", url]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, check=False)
+    out = done.stdout
+    failed = re.search(r"Socket errors:.*|Non-2xx or 3xx responses: \d+", out)
+    rps, total = re.search(r"Requests/sec:\s+([\d.]+)", out), re.search(r"(\d+) requests in", out)
+    p50, p99 = re.search(r"^\s+50%\s+(\S+)", out, re.M), re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    if done.returncode or failed or not (rps and total and p50 and p99) or int(total[1]) == 0:
+        raise BenchError(f"wrk run against {url} failed:\n{out}{done.stderr}")
+    return Run(float(rps[1]), int(total[1]), latency_us(p50[1]), latency_us(p99[1]))
+
+
+def busy_seconds() -> float:
+    """CPU time the whole machine spent busy, all CPUs (from /proc/stat)."""
+    with open("/proc/stat") as stat:
+        user, nice, system, _idle, _iowait, irq, softirq = map(int, stat.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / HZ
+
+
+def measure(url: str, connections: int, seconds: float, proxy: list[int], ours: list[int]) -> Run:
+    """One wrk run, with the proxy's CPU per request and the CPU that others used meanwhile."""
+
+    def sample() -> tuple[float, float, float, float]:
+        wrk_usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk is our only waited child
+        wrk_cpu = wrk_usage.ru_utime + wrk_usage.ru_stime
+        return cpu_seconds(proxy), cpu_seconds(ours), wrk_cpu, busy_seconds()
+
+    before = sample()
+    run = wrk(url, connections, seconds)
+    proxy_cpu, ours_cpu, wrk_cpu, busy = (a - b for a, b in zip(sample(), before, strict=True))
+    if proxy:
+        run.cpu_us_per_req = proxy_cpu * 1e6 / run.requests
+    run.other_cpu_pct = max(0.0, busy - ours_cpu - wrk_cpu) * 100 / seconds
+    return run
+
+
+def us(micros: float) -> str:
+    """A latency for the table."""
+    return f"{micros:.0f}us" if micros < 1000 else f"{micros / 1000:.2f}ms"
+
+
+def sources_sha1(root: Path) -> str:
+    digest = hashlib.sha1(usedforsecurity=False)
+    for path in sorted((root / "proxy").rglob("*.py")):
+        digest.update(f"{path.relative_to(root)}\0".encode() + path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
+def snapshot_fender(tmp: Path) -> str:
+    """Copy proxy/ to tmp/src (it may be edited while we run); say which version it is."""
+    shutil.copytree(REPO / "proxy", tmp / "src" / "proxy", ignore=shutil.ignore_patterns("*.pyc"))
+    state = f"proxy/ sources sha1 {sources_sha1(tmp / 'src')}"
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    with contextlib.suppress(OSError):
+        dirty = " + uncommitted changes in proxy/" if git("status", "--short", "proxy") else ""
+        return f"{git('rev-parse', '--short', 'HEAD') or 'unknown'}{dirty}, {state}"
+    return state
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def stderr_note(service: Service) -> str | None:
+    """A one-line summary of what the server wrote to stderr (logged in full-ish), or None."""
+    text = service.stderr.read_text(errors="replace").strip()
+    if not text:
+        return None
+    tracebacks = text.count("Traceback (most recent call last)")
+    last = text[text.rfind("Traceback") :] if tracebacks else text
+    log(f"{service.name} stderr, the last traceback or lines:\n{last[-3000:]}")
+    errors = sorted({line for line in text.splitlines() if re.match(r"\w+(\.\w+)*: ", line)})
+    summary = f"{service.name} wrote {len(text.splitlines())} lines to stderr"
+    return summary + f", {tracebacks} tracebacks" + "".join(f"\n  {e}" for e in errors[:5])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="2 s runs, 1 repeat, 64 conns")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
+    args = parser.parse_args()
+    duration, repeats, conns = args.duration, args.repeats, (64, 1)
+    if args.quick:
+        duration, repeats, conns = 2.0, 1, (64,)
+    if not {0, 1} <= os.sched_getaffinity(0):
+        raise BenchError("needs two CPUs (0 and 1) for pinning")
+    updated = [False]
+    if not ensure_tool("wrk", updated):
+        raise BenchError("wrk is not installed and could not be installed")
+    nginx = ensure_tool("nginx", updated)
+    if not nginx:
+        log("nginx could not be installed: no nginx column, aiohttp upstream instead")
+    targets = [t for t in TARGETS if nginx or t != "nginx"]
+    scenarios = [(body, c) for c in conns for body in BODIES]
+    runs: dict[tuple[str, int, str], list[Run]] = {}
+    notes = [f"load average before the run: {load_average()}"]
+    services: list[Service] = []
+    with tempfile.TemporaryDirectory(prefix="fender-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        fender_source = snapshot_fender(tmp)
+        try:
+            ports = {t: free_port() for t in targets}
+            services.append(start_upstream(nginx, tmp, ports["direct"]))
+            services[0].wait_ready(f"http://127.0.0.1:{ports['direct']}/small")
+            fender, control = start_fender(tmp, ports["fender"], ports["direct"])
+            services.append(fender)
+            fender.wait_ready(f"http://127.0.0.1:{control}/readyz")
+            proxies = {"fender": fender}
+            if nginx:
+                proxies["nginx"] = start_nginx_proxy(nginx, tmp, ports["nginx"], ports["direct"])
+                services.append(proxies["nginx"])
+                proxies["nginx"].wait_ready(f"http://127.0.0.1:{ports['nginx']}/small")
+            trees = {target: process_tree(proxy.proc.pid) for target, proxy in proxies.items()}
+            ours = [pid for service in services for pid in process_tree(service.proc.pid)]
+            for target, port in ports.items():  # every target serves the right bytes
+                for path, body in BODIES.items():
+                    if http_get(f"http://127.0.0.1:{port}/{path}") != (200, body):
+                        raise BenchError(f"{target} did not return the /{path} body")
+            for repeat in range(1, repeats + 1):
+                for body, connections in scenarios:
+                    for target in targets:
+                        url = f"http://127.0.0.1:{ports[target]}/{body}"
+                        log(f"repeat {repeat}/{repeats}: {body} body, {connections} conn, {target}")
+                        wrk(url, connections, 1)  # warm-up: connections, pools, caches
+                        proxy = trees.get(target, [])
+                        run = measure(url, connections, duration, proxy, ours)
+                        for each in services:
+                            each.check_alive()
+                        runs.setdefault((body, connections, target), []).append(run)
+        finally:
+            for service in reversed(services):
+                service.stop()
+            notes.append(f"load average after the run: {load_average()} (others' work adds noise)")
+            if sources_sha1(REPO) != sources_sha1(tmp / "src"):
+                notes.append("proxy/ changed during the run; measured: its copy taken at start")
+            for service in services:  # whatever a server complained about, even on success
+                if note := stderr_note(service):
+                    notes.append(note)
+    version = subprocess.run([nginx, "-v"], capture_output=True, text=True) if nginx else None
+    meta: dict[str, object] = {
+        "duration_s": duration,
+        "repeats": repeats,
+        "fender": fender_source,
+    }
+    meta |= {"nginx": version.stderr.strip() if version else "none", "python": sys.version}
+    meta |= {"proxy_cpu": PROXY_CPU, "load_cpu": LOAD_CPU}
+    report(runs, targets, scenarios, meta, notes, args.json)
+    return 0
+
+
+def summarize(
+    runs: dict[tuple[str, int, str], list[Run]],
+    targets: list[str],
+    scenarios: list[tuple[str, int]],
+) -> tuple[list[dict[str, object]], list[tuple[str, ...]]]:
+    """Medians per scenario and target, as JSON-able records and as table rows."""
+    results: list[dict[str, object]] = []
+    rows = [("scenario", "target", "rps", "p50", "p99", "rps vs direct", "CPU us/req")]
+    for body, connections in scenarios:
+        direct_rps = statistics.median(r.rps for r in runs[body, connections, "direct"])
+        for target in targets:
+            these = runs[body, connections, target]
+            rps = statistics.median(r.rps for r in these)
+            p50 = statistics.median(r.p50_us for r in these)
+            p99 = statistics.median(r.p99_us for r in these)
+            cpus = [r.cpu_us_per_req for r in these if r.cpu_us_per_req is not None]
+            cpu = statistics.median(cpus) if cpus else None
+            results.append(
+                {"body": body, "body_bytes": len(BODIES[body]), "connections": connections}
+                | {"target": target, "rps_vs_direct": rps / direct_rps}
+                | {"median": {"rps": rps, "p50_us": p50, "p99_us": p99, "cpu_us_per_req": cpu}}
+                | {"runs": [asdict(r) for r in these]}
+            )
+            cpu_text = "-" if cpu is None else f"{cpu:.0f}"
+            ratio = f"{rps / direct_rps:.2f}"
+            scenario = f"{body} body, {connections} conn"
+            rows.append((scenario, target, f"{rps:,.0f}", us(p50), us(p99), ratio, cpu_text))
+    return results, rows
+
+
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        cells = [
+            cell.ljust(width) if i < 2 else cell.rjust(width)  # text left, numbers right
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        print(" | ".join(cells))
+        if n == 0:
+            print("-+-".join("-" * w for w in widths))
+
+
+def report(
+    runs: dict[tuple[str, int, str], list[Run]],
+    targets: list[str],
+    scenarios: list[tuple[str, int]],
+    meta: dict[str, object],
+    notes: list[str],
+    json_path: Path | None,
+) -> None:
+    print(f"Fender {meta['fender']} | {meta['nginx']} | Python {sys.version.split()[0]}")
+    print(f"wrk -t1, {meta['duration_s']:g} s per run, median of {meta['repeats']} repeats")
+    print(f"CPU {PROXY_CPU}: proxy under test; CPU {LOAD_CPU}: wrk + upstream (direct runs too)")
+    if "nginx" not in targets:
+        print("nginx unavailable: no nginx column; upstream is an aiohttp server")
+    results, rows = summarize(runs, targets, scenarios)
+    print_table(rows)
+    others = [(r.other_cpu_pct, key) for key, these in runs.items() for r in these]
+    busiest, (body, connections, target) = max(others)
+    notes.append(
+        f"CPU used by processes outside the bench during measured runs: up to {busiest:.0f}% "
+        f"of a core ({body} body, {connections} conn, {target}); "
+        f"{sum(pct > NOISY_PCT for pct, _ in others)} of {len(others)} runs over {NOISY_PCT}%"
+    )
+    for note in notes:
+        print(f"note: {note}")
+    if json_path:
+        document = {"meta": meta | {"notes": notes}, "results": results}
+        json_path.write_text(json.dumps(document, indent=2) + "\n")
+        log(f"wrote {json_path}")
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop our servers on the way out
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        log(f"FAILED: {exc}")
+        sys.exit(1)
