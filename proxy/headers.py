@@ -9,6 +9,7 @@ cleaning, so an app cannot remove them by listing them in `Connection`.
 from __future__ import annotations
 
 import os
+import random
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -87,9 +88,14 @@ def response_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     return _copy_without(incoming, HOP_BY_HOP | _RESPONSE_OWN)
 
 
+# Request ids need to be unique, not secret: a PRNG seeded from the OS once, rather than a
+# system call per request.
+_ids = random.Random(os.urandom(16))
+
+
 def request_id(incoming: CIMultiDictProxy[str]) -> str:
     """The app's x-request-id when it is sane, or a new random one."""
     given = incoming.get("x-request-id")
     if given and len(given) <= _MAX_REQUEST_ID and given.isprintable():
         return given
-    return os.urandom(16).hex()
+    return f"{_ids.getrandbits(128):032x}"

@@ -179,27 +179,33 @@ class DataPlane:
     ) -> tuple[web.StreamResponse, Cut | None]:
         """Send the reply; returns the response and, if the body was cut, why."""
         headers = mark(reply, call.attempts if call else 0)
-        response = web.StreamResponse(
-            status=reply.status, reason=reply.reason or None, headers=headers
-        )
         body = reply.body
-        if isinstance(body, bytes):
-            response.content_length = len(body)
-        elif reply.content_length is not None:
-            response.content_length = reply.content_length
+        response: web.StreamResponse
+        if isinstance(body, bytes) and request.method != "HEAD":
+            # Status line, headers and body leave in one write.
+            response = web.Response(
+                status=reply.status, reason=reply.reason or None, headers=headers, body=body
+            )
+        else:
+            response = web.StreamResponse(
+                status=reply.status, reason=reply.reason or None, headers=headers
+            )
+            if reply.content_length is not None:
+                response.content_length = reply.content_length
+            elif isinstance(body, bytes):
+                response.content_length = len(body)
         if reply.close_connection or self.draining():
             response.force_close()  # tell keep-alive apps to reconnect elsewhere
         try:
             await response.prepare(request)
-            if isinstance(body, bytes):
-                if body:
-                    await response.write(body)
-            else:
+            if not isinstance(body, bytes):
                 assert call is not None  # a streamed body comes from an upstream
                 cut = await self._stream(request, response, body, call)
                 if cut:
                     return response, cut
             await response.write_eof()
+        except ConnectionResetError:
+            return response, ("cancelled", "client_closed")  # the app went away
         finally:
             reply.release()
         return response, None

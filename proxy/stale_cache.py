@@ -50,6 +50,14 @@ class StaleCache:
     def keeps(self, method: str, status: int) -> bool:
         return method in self.methods and 200 <= status < 300
 
+    def put(
+        self, method: str, target: str, status: int, headers: CIMultiDict[str], body: bytes
+    ) -> None:
+        """Keep a whole answer (when it is within the size limit)."""
+        if len(body) <= self.entry_limit:
+            entry = Entry(self.clock.monotonic(), status, _kept(headers), body)
+            self._put((method, target), entry)
+
     def tee(
         self,
         method: str,
@@ -59,10 +67,7 @@ class StaleCache:
         body: AsyncIterable[bytes],
     ) -> AsyncIterator[bytes]:
         """The body as it streams, kept once it has ended within the size limit."""
-        kept_headers = tuple(
-            (k, v) for k, v in headers.items() if not k.lower().startswith("x-fender-")
-        )
-        return self._copy(method, target, status, kept_headers, body)
+        return self._copy(method, target, status, _kept(headers), body)
 
     async def _copy(
         self,
@@ -95,3 +100,7 @@ class StaleCache:
         while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
             _, dropped = self._entries.popitem(last=False)
             self.bytes -= len(dropped.body)
+
+
+def _kept(headers: CIMultiDict[str]) -> tuple[tuple[str, str], ...]:
+    return tuple((k, v) for k, v in headers.items() if not k.lower().startswith("x-fender-"))

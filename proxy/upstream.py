@@ -21,6 +21,8 @@ from .config import Upstream as UpstreamConfig
 from .headers import RequestHeaders, response_headers
 from .pipeline import INF, Call, Reply, UpstreamFailed
 
+# Response bodies of a known length up to this are read whole within the attempt.
+SMALL_BODY = 64 * 1024
 _SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 AttemptRecorder = Callable[[str, str], None]  # (endpoint, result)
@@ -114,6 +116,7 @@ class Upstream:
         if call.deadline != INF:
             left = call.deadline - self.clock.monotonic()
             limit = left if limit is None else min(limit, left)
+        body: bytes | None = None
         try:
             async with self.clock.timeout(limit):
                 response = await self._session.request(
@@ -125,6 +128,14 @@ class Upstream:
                     compress=None,
                     timeout=self._client_timeout(call.connect),
                 )
+                length = response.content_length
+                if length is not None and length <= SMALL_BODY and call.method != "HEAD":
+                    # A small body is read within the attempt: one write to the app later,
+                    # and a connection cut mid-body is still a `reset` that can be retried.
+                    try:
+                        body = await response.read()
+                    finally:
+                        response.release()
         except aiohttp.ClientConnectorCertificateError as exc:
             raise self._failed(endpoint, "tls_error", exc) from None
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
@@ -141,16 +152,20 @@ class Upstream:
             raise self._failed(endpoint, "bad_response", exc) from None
         self._record(endpoint.label, "response")
         failed = is_failure(response.status)
-        return Reply(
+        reply = Reply(
             status=response.status,
             reason=response.reason or "",
             headers=response_headers(response.headers),
-            body=response.content.iter_any(),
             content_length=response.content_length,
-            release=response.release,
             outcome="failed" if failed else "ok",
             fender_reason="upstream_status" if failed else "",
         )
+        if body is not None:
+            reply.body = body
+        else:
+            reply.body = response.content.iter_any()
+            reply.release = response.release
+        return reply
 
     def _failed(
         self, endpoint: Endpoint, reason: str, exc: BaseException, status: int = 502

@@ -10,7 +10,7 @@ none does, the original failure goes to the app.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 
 from multidict import CIMultiDict
 
@@ -94,9 +94,14 @@ class Fallback:
 
     def _keep(self, call: Call, reply: Reply) -> None:
         cache = self.cache
-        if cache is not None and cache.keeps(call.method, reply.status):
-            body = reply.body if not isinstance(reply.body, bytes) else _once(reply.body)
-            reply.body = cache.tee(call.method, call.target, reply.status, reply.headers, body)
+        if cache is None or not cache.keeps(call.method, reply.status):
+            return
+        if isinstance(reply.body, bytes):
+            cache.put(call.method, call.target, reply.status, reply.headers, reply.body)
+        else:
+            reply.body = cache.tee(
+                call.method, call.target, reply.status, reply.headers, reply.body
+            )
 
     async def _chain(self, call: Call, word: str) -> Reply | None:
         for step in self.steps:
@@ -142,7 +147,3 @@ class Fallback:
             reply.release()
             return None
         return reply
-
-
-async def _once(body: bytes) -> AsyncIterator[bytes]:
-    yield body

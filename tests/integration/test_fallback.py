@@ -95,7 +95,7 @@ async def test_no_fallback_once_bytes_went_to_the_app(upstream, proxy_factory, c
         },
     )
     proxy = await proxy_factory(data)
-    upstream.push(Step(body=b"x" * 100, reset="after_headers"))
+    upstream.push(Step(body=b"x" * 100_000, reset="after_headers"))  # streamed, then broken
     async with client.get(f"{proxy.url}/x") as resp:
         assert resp.status == 200
         try:

@@ -192,7 +192,8 @@ async def test_reset_before_headers_is_502_reset(upstream, proxy_factory, client
 
 async def test_reset_after_headers_truncates_the_app_response(upstream, proxy_factory, client):
     proxy = await proxy_factory(config({"up": {"endpoints": [upstream.url]}}))
-    upstream.push(Step(body=b"x" * 1000, reset="after_headers"))
+    # Larger than what Fender reads whole before answering: it streams, then breaks.
+    upstream.push(Step(body=b"x" * 100_000, reset="after_headers"))
     async with client.get(f"{proxy.url}/") as resp:
         assert resp.status == 200
         try:
@@ -224,3 +225,13 @@ async def test_several_listeners_each_with_their_own_routes(upstream, proxy_fact
         assert resp.status == 200
     assert proxy.metric("fender_requests_total", route="only-v2") == 1
     assert proxy.metric("fender_requests_total", route="all") == 1
+
+
+async def test_small_body_cut_before_the_app_saw_it_is_a_clean_502(upstream, proxy_factory, client):
+    # A small body is read whole within the attempt: a reset in it is a `reset` failure,
+    # not a truncated 200, and nothing half-done reaches the app.
+    proxy = await proxy_factory(config({"up": {"endpoints": [upstream.url]}}))
+    upstream.push(Step(body=b"x" * 1000, reset="after_headers"))
+    async with client.get(f"{proxy.url}/") as resp:
+        assert resp.status == 502
+        assert resp.headers["x-fender-reason"] == "reset"

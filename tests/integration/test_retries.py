@@ -185,3 +185,12 @@ async def test_a_retry_goes_to_another_endpoint(aiohttp_server, proxy_factory, c
         async with client.get(f"{proxy.url}/x") as resp:
             assert resp.status == 200
     assert len(ups[0].seen) <= 3 and len(ups[1].seen) == 3
+
+
+async def test_small_body_cut_mid_way_is_retried(upstream, proxy_factory, client):
+    proxy = await proxy_factory(retrying(upstream.url, attempts=2))
+    upstream.push(Step(body=b"partial" * 100, reset="after_headers"), Step(body=b"whole"))
+    async with client.get(f"{proxy.url}/x") as resp:
+        assert (resp.status, await resp.read()) == (200, b"whole")
+        assert resp.headers["x-fender-attempts"] == "2"
+    assert proxy.metric("fender_retries_total", route="r", reason="reset") == 1

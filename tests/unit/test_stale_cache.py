@@ -53,3 +53,12 @@ def test_only_2xx_to_listed_methods_are_kept():
     cache = StaleCache(Stale(), FakeClock())
     assert cache.keeps("GET", 200) and cache.keeps("HEAD", 204)
     assert not cache.keeps("POST", 200) and not cache.keeps("GET", 404)
+
+
+def test_a_whole_body_is_kept_directly():
+    cache = StaleCache(Stale(max_bytes="100B"), FakeClock())
+    cache.put("GET", "/a", 200, CIMultiDict({"x-fender-outcome": "ok", "etag": "1"}), b"body")
+    cache.put("GET", "/big", 200, CIMultiDict(), b"x" * 11)
+    entry, _ = cache.get("GET", "/a")
+    assert (entry.body, entry.headers) == (b"body", (("etag", "1"),))
+    assert cache.get("GET", "/big") is None
