@@ -1,8 +1,9 @@
 """The circuit breaker's state machine: closed, open, half_open. No I/O; time is passed in.
 
-Closed: calls flow; each verdict is a sample. It trips to open on `consecutive_failures`,
-or when over the window the share of failures (`failure_rate`) or of slow calls
-(`slow_calls`) reaches its threshold with at least `min_calls` samples.
+Closed: calls flow; each verdict is a sample. A failure trips it to open on
+`consecutive_failures`, or when over the window the share of failures (`failure_rate`)
+reaches its threshold with at least `min_calls` samples; a slow call does the same for
+the share of slow calls (`slow_calls`). Only a failure or a slow call can trip it.
 Open: nothing is let through until `open_for` has passed (doubled on each trip in a row,
 up to `max_open_for`). Then half_open: exactly `probes` trial calls at a time; `successes`
 of them close the circuit, one failure opens it again. The wrapper that feeds it samples
@@ -77,9 +78,10 @@ class CircuitBreaker:
             self._failures.add(total=1, hits=int(failure))
         if self._slow is not None:
             self._slow.add(total=1, hits=int(slow))
-        why = self._why_trip()
-        if why:
-            self._trip(why)
+        if failure or slow:  # only a failure or a slow call can trip it
+            why = self._why_trip()
+            if why:
+                self._trip(why)
 
     def release(self, permit: int) -> None:
         """A call that ended without a verdict (rejected further in, or cancelled)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -71,17 +72,14 @@ class Policy(Protocol):
 
 
 def compose(policies: Sequence[Policy], terminal: Handler) -> Handler:
-    """Wrap `terminal` in `policies`, the first one outermost. Built once per route."""
+    """Wrap `terminal` in `policies`, the first one outermost. Built once per route.
+
+    `partial` binds each policy to the next handler without a coroutine of its own: a
+    layer costs one call, not two.
+    """
     handler = terminal
     for policy in reversed(policies):
-        handler = _bind(policy, handler)
-    return handler
-
-
-def _bind(policy: Policy, call_next: Handler) -> Handler:
-    async def handler(call: Call) -> Reply:
-        return await policy(call, call_next)
-
+        handler = partial(policy, call_next=handler)
     return handler
 
 

@@ -21,7 +21,7 @@ from .config_policy import Stale
 class Entry:
     stored: float
     status: int
-    headers: tuple[tuple[str, str], ...]
+    headers: CIMultiDict[str]
     body: bytes
 
 
@@ -74,7 +74,7 @@ class StaleCache:
         method: str,
         target: str,
         status: int,
-        headers: tuple[tuple[str, str], ...],
+        headers: CIMultiDict[str],
         body: AsyncIterable[bytes],
     ) -> AsyncIterator[bytes]:
         chunks: list[bytes] | None = []
@@ -102,5 +102,6 @@ class StaleCache:
             self.bytes -= len(dropped.body)
 
 
-def _kept(headers: CIMultiDict[str]) -> tuple[tuple[str, str], ...]:
-    return tuple((k, v) for k, v in headers.items() if not k.lower().startswith("x-fender-"))
+def _kept(headers: CIMultiDict[str]) -> CIMultiDict[str]:
+    """A copy (made in C); Fender's own headers are added later, to the original."""
+    return headers.copy()

@@ -31,8 +31,9 @@ class Bulkhead:
         self.metrics = metrics
         self.in_flight = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._in_flight_gauge = metrics.bulkhead_in_flight.labels(upstream)
-        self._queued_gauge = metrics.bulkhead_queued.labels(upstream)
+        # Read when scraped: nothing to update per request.
+        metrics.bulkhead_in_flight.labels(upstream).set_function(lambda: self.in_flight)
+        metrics.bulkhead_queued.labels(upstream).set_function(lambda: len(self._waiters))
 
     @property
     def queued(self) -> int:
@@ -51,14 +52,12 @@ class Bulkhead:
     async def _acquire(self, call: Call) -> None:
         if self.in_flight < self.max_concurrent and not self._waiters:
             self.in_flight += 1
-            self._in_flight_gauge.set(self.in_flight)
             return
         wait = min(self.queue_timeout, call.deadline - self.clock.monotonic())
         if len(self._waiters) >= self.max_queued or wait <= 0:
             self._reject(call)
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
-        self._queued_gauge.set(len(self._waiters))
         try:
             async with self.clock.timeout(wait):
                 await waiter
@@ -77,17 +76,14 @@ class Bulkhead:
             waiter.cancel()
             with contextlib.suppress(ValueError):
                 self._waiters.remove(waiter)
-        self._queued_gauge.set(len(self._waiters))
 
     def _release(self) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)  # the slot goes straight to the next in line
-                self._queued_gauge.set(len(self._waiters))
                 return
         self.in_flight -= 1
-        self._in_flight_gauge.set(self.in_flight)
 
     def _reject(self, call: Call) -> None:
         self.metrics.count_rejection(call.route, "bulkhead_full")

@@ -122,7 +122,7 @@ class Fallback:
             if kept is None:
                 return None
             entry, age = kept
-            headers = CIMultiDict(entry.headers)
+            headers = entry.headers.copy()
             headers["age"] = str(int(age))
             return Reply(status=entry.status, headers=headers, body=entry.body)
         assert step.static is not None

@@ -44,7 +44,8 @@ def test_a_success_resets_the_consecutive_count():
     ("min_calls", "pattern", "state"),
     [
         (10, [True, False] * 4, CLOSED),  # 50% but only 8 calls: min_calls holds it closed
-        (10, [True, False] * 5, OPEN),  # 50% over 10 calls
+        (10, [False, True] * 5, OPEN),  # 50% over 10 calls, the 10th a failure
+        (10, [True, False] * 5 + [True], OPEN),  # it trips when a failure arrives
         (10, [True, False, False] * 4, CLOSED),  # 33% stays under the 50% threshold
     ],
 )
@@ -76,7 +77,7 @@ def test_slow_calls_trip_at_their_threshold(slow_share, state):
     )
     for i in range(10):
         permit = b.admit()
-        b.record(permit, failure=False, slow=i < slow_share)
+        b.record(permit, failure=False, slow=i >= 10 - slow_share)
     assert b.state == state
 
 
