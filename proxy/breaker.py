@@ -57,8 +57,10 @@ class CircuitBreaker:
         """Seconds until calls may flow again (for the Retry-After of a rejection)."""
         return max(1.0, self.open_until - self.clock.monotonic())
 
-    def record(self, permit: int, *, failure: bool, slow: bool = False) -> None:
-        """The verdict of a call that admit() let through."""
+    def record(
+        self, permit: int, *, failure: bool, slow: bool = False, now: float | None = None
+    ) -> None:
+        """The verdict of a call that admit() let through (`now`: the clock, if read)."""
         if permit == PROBE:
             self._probes_in_flight -= 1
             if self.state != HALF_OPEN:
@@ -75,9 +77,9 @@ class CircuitBreaker:
             return  # admitted before a trip: its verdict is stale
         self._consecutive = self._consecutive + 1 if failure else 0
         if self._failures is not None:
-            self._failures.add(total=1, hits=int(failure))
+            self._failures.add(1, int(failure), now)
         if self._slow is not None:
-            self._slow.add(total=1, hits=int(slow))
+            self._slow.add(1, int(slow), now)
         if failure or slow:  # only a failure or a slow call can trip it
             why = self._why_trip()
             if why:

@@ -16,8 +16,10 @@ from multidict import CIMultiDict
 from .clock import Clock
 from .config_policy import Stale
 
+REFRESH = 1.0  # seconds: an entry younger than this is not replaced
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class Entry:
     stored: float
     status: int
@@ -54,9 +56,12 @@ class StaleCache:
         self, method: str, target: str, status: int, headers: CIMultiDict[str], body: bytes
     ) -> None:
         """Keep a whole answer (when it is within the size limit)."""
+        now = self.clock.monotonic()
+        old = self._entries.get((method, target))
+        if old is not None and now - old.stored < REFRESH:
+            return  # kept a moment ago: a busy path need not copy every answer
         if len(body) <= self.entry_limit:
-            entry = Entry(self.clock.monotonic(), status, _kept(headers), body)
-            self._put((method, target), entry)
+            self._put((method, target), Entry(now, status, _kept(headers), body))
 
     def tee(
         self,

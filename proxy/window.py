@@ -21,8 +21,8 @@ class SlidingCounts:
         self._totals = [0] * BUCKETS
         self._hits = [0] * BUCKETS
 
-    def _slot(self) -> tuple[int, int]:
-        epoch = int(self.clock.monotonic() / self.width)
+    def _slot(self, now: float | None = None) -> tuple[int, int]:
+        epoch = int((self.clock.monotonic() if now is None else now) / self.width)
         slot = epoch % BUCKETS
         if self._epochs[slot] != epoch:  # a bucket that slid out of the window: reuse it
             self._epochs[slot] = epoch
@@ -30,8 +30,8 @@ class SlidingCounts:
             self._hits[slot] = 0
         return slot, epoch
 
-    def add(self, total: int = 0, hits: int = 0) -> None:
-        slot, _ = self._slot()
+    def add(self, total: int = 0, hits: int = 0, now: float | None = None) -> None:
+        slot, _ = self._slot(now)
         self._totals[slot] += total
         self._hits[slot] += hits
 

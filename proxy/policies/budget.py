@@ -18,8 +18,8 @@ class RetryBudget:
         self.floor = config.min_per_second * config.window
         self.counts = SlidingCounts(config.window, clock)  # total: requests, hits: retries
 
-    def record_request(self) -> None:
-        self.counts.add(total=1)
+    def record_request(self, now: float | None = None) -> None:
+        self.counts.add(1, 0, now)
 
     def try_spend(self) -> bool:
         """Take one retry from the budget; False when it is spent."""

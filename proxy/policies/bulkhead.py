@@ -40,7 +40,10 @@ class Bulkhead:
         return len(self._waiters)
 
     async def __call__(self, call: Call, call_next: Handler) -> Reply:
-        await self._acquire(call)
+        if self.in_flight < self.max_concurrent and not self._waiters:
+            self.in_flight += 1  # a free slot: no waiting, no await
+        else:
+            await self._acquire(call)
         try:
             reply = await call_next(call)
         except BaseException:
@@ -50,9 +53,6 @@ class Bulkhead:
         return reply
 
     async def _acquire(self, call: Call) -> None:
-        if self.in_flight < self.max_concurrent and not self._waiters:
-            self.in_flight += 1
-            return
         wait = min(self.queue_timeout, call.deadline - self.clock.monotonic())
         if len(self._waiters) >= self.max_queued or wait <= 0:
             self._reject(call)

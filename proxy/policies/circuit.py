@@ -35,23 +35,21 @@ class BreakerPolicy:
                 f"the circuit of upstream {self.upstream} is open",
                 retry_after=self.breaker.retry_after(),
             )
-        started = self.clock.monotonic()
+        clock = self.clock
+        started = clock.monotonic()
         try:
             reply = await call_next(call)
         except UpstreamFailed as failure:
-            self.breaker.record(
-                permit,
-                failure=self.failure_on.matches_reason(failure.reason),
-                slow=self._slow(started),
-            )
+            now = clock.monotonic()
+            slow = self.slow_after is not None and now - started >= self.slow_after
+            failed = self.failure_on.matches_reason(failure.reason)
+            self.breaker.record(permit, failure=failed, slow=slow, now=now)
             raise
         except BaseException:
             self.breaker.release(permit)
             raise
-        self.breaker.record(
-            permit, failure=self.failure_on.matches_status(reply.status), slow=self._slow(started)
-        )
+        now = clock.monotonic()
+        slow = self.slow_after is not None and now - started >= self.slow_after
+        failed = self.failure_on.matches_status(reply.status)
+        self.breaker.record(permit, failure=failed, slow=slow, now=now)
         return reply
-
-    def _slow(self, started: float) -> bool:
-        return self.slow_after is not None and self.clock.monotonic() - started >= self.slow_after

@@ -69,7 +69,7 @@ class Fallback:
         return "exhausted" if upstream_failure and "exhausted" in self.on else None
 
     async def __call__(self, call: Call, call_next: Handler) -> Reply:
-        if self.fails_over:
+        if self.fails_over and call.body is not None and not isinstance(call.body, bytes):
             await make_replayable(call, self.buffer_limit)
         try:
             reply = await call_next(call)
@@ -81,10 +81,13 @@ class Fallback:
             if answer is None:
                 raise
             return answer
+        status = reply.status
+        if status < 500 and status != 429:  # a good answer: the common case
+            if self.cache is not None:
+                self._keep(call, reply)
+            return reply
         word = self._word(reply)
         if word is None:
-            if trigger_of(reply) is None and self.cache is not None:
-                self._keep(call, reply)
             return reply
         answer = await self._chain(call, word)
         if answer is None:
@@ -133,8 +136,8 @@ class Fallback:
         )
 
     async def _failover(self, call: Call, upstream: str) -> Reply | None:
-        if not call.replayable or call.incoming is None:
-            return None
+        if call.replayable is False or call.incoming is None:
+            return None  # its body streamed through: it cannot be sent again
         if self.clock.monotonic() >= call.deadline:
             return None
         call.headers = self.headers[upstream].build(call.incoming, call.request_id, call.client_ip)

@@ -24,19 +24,23 @@ from ..token_bucket import KeyedBuckets, TokenBucket, default_burst
 ASKS_TO_WAIT = frozenset({429, 503})
 
 
-async def _take(
+def _reserve(
     bucket: TokenBucket, call: Call, queue: bool, max_wait: float, clock: Clock
 ) -> float | None:
-    """Wait for a token; returns the wait, or None when none can be had in time."""
-    limit = min(max_wait, call.deadline - clock.monotonic()) if queue else 0.0
-    wait = bucket.reserve(limit)
-    if wait:
-        try:
-            await clock.sleep(wait)
-        except BaseException:
-            bucket.give_back()
-            raise
+    """Reserve a token; returns the wait for it, or None when none can be had in time."""
+    wait = bucket.reserve(max_wait if queue else 0.0)
+    if wait and clock.monotonic() + wait >= call.deadline:
+        bucket.give_back()  # the token would come after the deadline
+        return None
     return wait
+
+
+async def _wait_turn(bucket: TokenBucket, wait: float, clock: Clock) -> None:
+    try:
+        await clock.sleep(wait)
+    except BaseException:
+        bucket.give_back()  # gave up before its turn
+        raise
 
 
 def _limited(scope: str, bucket: TokenBucket, name: str) -> Rejected:
@@ -83,11 +87,12 @@ class RateLimit:
 
     async def __call__(self, call: Call, call_next: Handler) -> Reply:
         bucket = self.bucket(call)
-        wait = await _take(bucket, call, self.queue, self.max_wait, self.clock)
+        wait = _reserve(bucket, call, self.queue, self.max_wait, self.clock)
         if wait is None:
             self.metrics.count_rejection(self.route, "rate_limited")
             raise _limited(f"route {self.route}", bucket, self.route)
         if wait:
+            await _wait_turn(bucket, wait, self.clock)
             self.metrics.observe_rate_limit_wait(self.scope, wait)
         return await call_next(call)
 
@@ -115,7 +120,7 @@ class Quota:
         return max(0.0, self.paused_until - self.clock.monotonic())
 
     async def __call__(self, call: Call, call_next: Handler) -> Reply:
-        pause = self.pause_left()
+        pause = self.paused_until - self.clock.monotonic() if self.paused_until else 0.0
         if pause > 0:
             if self.clock.monotonic() + pause >= call.deadline:
                 self.metrics.count_rejection(call.route, "rate_limited")
@@ -128,11 +133,12 @@ class Quota:
             await self.clock.sleep(pause)
             self.metrics.observe_rate_limit_wait(self.scope, pause)
         if self.bucket is not None:
-            wait = await _take(self.bucket, call, self.queue, self.max_wait, self.clock)
+            wait = _reserve(self.bucket, call, self.queue, self.max_wait, self.clock)
             if wait is None:
                 self.metrics.count_rejection(call.route, "rate_limited")
                 raise _limited(f"upstream {self.upstream}", self.bucket, self.upstream)
             if wait:
+                await _wait_turn(self.bucket, wait, self.clock)
                 self.metrics.observe_rate_limit_wait(self.scope, wait)
         reply = await call_next(call)
         if self.cooldown and reply.status in ASKS_TO_WAIT:

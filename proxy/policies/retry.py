@@ -41,8 +41,13 @@ class Retry:
         self.metrics = metrics
 
     async def __call__(self, call: Call, call_next: Handler) -> Reply:
-        self.budget.record_request()
-        replayable = await make_replayable(call, self.buffer_limit)
+        self.budget.record_request(call.started)
+        body = call.body  # no body, or one already kept: the common case needs no await
+        replayable = (
+            body is None
+            or isinstance(body, bytes)
+            or await make_replayable(call, self.buffer_limit)
+        )
         if not replayable:
             self.metrics.count_retry_skipped(self.route, "body_too_large")
         while True:
