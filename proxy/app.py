@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
-from typing import Any
 
 from aiohttp import web
 
@@ -23,7 +22,7 @@ from .metrics import Metrics
 from .policies import build_guards, build_pipeline
 from .routing import CompiledRoute, Router
 from .server import DataPlane, HardenedServer, RouteTarget
-from .upstream import Upstream
+from .upstream import AttemptRecorder, Upstream
 
 
 class Fender:
@@ -57,7 +56,7 @@ class Fender:
         self._control: web.AppRunner | None = None
         self.ports: dict[str, int] = {}  # listener name (and "control") -> bound port
 
-    def _attempt_recorder(self, upstream: str) -> Any:
+    def _attempt_recorder(self, upstream: str) -> AttemptRecorder:
         count = self.metrics.count_attempt
         return lambda endpoint, result: count(upstream, endpoint, result)
 

@@ -88,14 +88,15 @@ def response_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     return _copy_without(incoming, HOP_BY_HOP | _RESPONSE_OWN)
 
 
-# Request ids need to be unique, not secret: a PRNG seeded from the OS once, rather than a
-# system call per request.
-_ids = random.Random(os.urandom(16))
+def id_source() -> random.Random:
+    """Request ids need to be unique, not secret: a PRNG seeded from the OS once, rather
+    than a system call per request."""
+    return random.Random(os.urandom(16))
 
 
-def request_id(incoming: CIMultiDictProxy[str]) -> str:
+def request_id(incoming: CIMultiDictProxy[str], ids: random.Random) -> str:
     """The app's x-request-id when it is sane, or a new random one."""
     given = incoming.get("x-request-id")
     if given and len(given) <= _MAX_REQUEST_ID and given.isprintable():
         return given
-    return f"{_ids.getrandbits(128):032x}"
+    return f"{ids.getrandbits(128):032x}"

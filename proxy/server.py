@@ -23,7 +23,7 @@ from yarl import URL
 
 from .clock import Clock
 from .config import Limits
-from .headers import RequestHeaders, request_id
+from .headers import RequestHeaders, id_source, request_id
 from .logs import JsonLog
 from .metrics import NO_ROUTE, Metrics
 from .pipeline import INF, Call, FenderError, Handler, Rejected, Reply
@@ -66,10 +66,11 @@ class DataPlane:
         self.clock = clock
         self.access_log = access_log
         self.draining = draining
+        self._ids = id_source()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         start = self.clock.monotonic()
-        rid = request_id(request.headers)
+        rid = request_id(request.headers, self._ids)
         route, upstream = NO_ROUTE, NO_ROUTE
         status, outcome, reason, call = CLIENT_CLOSED, "cancelled", "", None
         try:

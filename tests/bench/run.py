@@ -1,6 +1,6 @@
 """Throughput, latency and CPU cost of one proxy hop: upstream direct vs Fender vs nginx.
 
-Run `python tests/bench/run.py` (about 4 minutes; `--quick` for a ~20 s smoke run,
+Run `python tests/bench/run.py` (about 7 minutes; `--quick` for a ~20 s smoke run,
 `--json PATH` to also write the results as JSON). Needs `wrk`, `taskset` and, for the nginx
 column and the fast upstream, `nginx`; wrk and nginx are apt-installed when missing.
 
@@ -8,8 +8,13 @@ What runs, all on 127.0.0.1 with ports picked by the kernel:
 - upstream: nginx (1 worker, no access log) serving /small (20 bytes) and /16k (16 KiB) from
   files; a small aiohttp server instead when nginx cannot be had.
 - fender: `python -m proxy run -c POLICY`, run from a copy of proxy/ taken at start (the tree
-  may be edited meanwhile); one route to the upstream; JSON access log ON (its default), with
-  stdout sent to /dev/null.
+  may be edited meanwhile); JSON access log ON (its default), with stdout sent to /dev/null.
+  Two targets from one process: "fender", a plain pass-through route, and "fender-all", a
+  route with every policy configured (timeouts, retry, route rate limit, fallback chain;
+  breaker, bulkhead and quota on its upstream) but with limits that never bite. Their
+  difference, in the notes, is what idle policies cost.
+- answered by Fender itself: an open circuit (503, no upstream call) and a rate-limit
+  rejection (429), their latency and CPU per answer.
 - nginx: a second nginx as reverse proxy, 1 worker, `keepalive 64` to the upstream.
 
 CPU placement (2 cores): the proxy under test alone on CPU 0; the upstream and wrk (-t1) share
@@ -49,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,7 +62,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 PROXY_CPU, LOAD_CPU = "0", "1"
 BODIES = {"small": b"hello from upstream\n", "16k": bytes(i % 251 for i in range(16384))}
-TARGETS = ("direct", "fender", "nginx")
+TARGETS = ("direct", "fender", "fender-all", "nginx")
+# Where each target is reached: Fender serves "fender" (plain pass-through) and "fender-all"
+# (every policy configured but idle) from one process, on two routes.
+PREFIX = {"direct": "", "fender": "/p", "fender-all": "/all", "nginx": ""}
+# Answers Fender gives without calling an upstream: (path, expected status).
+LOCAL = {"open circuit": ("/open/small", 503), "rate limited": ("/limited/small", 429)}
 NOISY_PCT = 10  # a run during which others used more than this % of a core is flagged
 HZ = os.sysconf("SC_CLK_TCK")
 UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
@@ -223,8 +234,13 @@ server {{ listen 127.0.0.1:{port} backlog=4096; root {www}; }}"""
 
 
 def start_fender(tmp: Path, port: int, up_port: int) -> tuple[Service, int]:
-    """Fender, run from the snapshot of proxy/ in tmp/src, and its control port."""
-    control = free_port()
+    """Fender, run from the snapshot of proxy/ in tmp/src, and its control port.
+
+    Routes: /p/ plain pass-through; /all/ every policy configured, with limits too high to
+    bite (so idle); /open/ an upstream on a closed port whose breaker opens at the first
+    failure and stays open; /limited/ a rate limit of one request an hour.
+    """
+    control, dead = free_port(), free_port()
     policy = tmp / "fender.yaml"
     policy.write_text(f"""version: 1
 control: {{address: 127.0.0.1:{control}}}
@@ -233,10 +249,40 @@ listeners:
   - name: bench
     address: 127.0.0.1:{port}
     routes:
-      - {{name: all, upstream: up}}
+      - {{name: plain, upstream: up, match: {{path_prefix: /p/}}, rewrite: {{strip_prefix: /p}}}}
+      - name: all
+        upstream: guarded
+        policy: full
+        match: {{path_prefix: /all/}}
+        rewrite: {{strip_prefix: /all}}
+      - {{name: open, upstream: dead, match: {{path_prefix: /open/}}}}
+      - {{name: limited, upstream: up, policy: limited, match: {{path_prefix: /limited/}}}}
 upstreams:
   up:
     endpoints: [http://127.0.0.1:{up_port}]
+  guarded:
+    endpoints: [http://127.0.0.1:{up_port}]
+    circuit_breaker:
+      consecutive_failures: 5
+      failure_rate: {{threshold: 50%, min_calls: 20, window: 30s}}
+      slow_calls: {{duration: 10s, threshold: 80%}}
+    bulkhead: {{max_concurrent: 1000, max_queued: 100, queue_timeout: 1s}}
+    rate_limit: {{rate: 1000000/s, burst: 1000000, on_limit: queue, max_wait: 1s}}
+  spare:
+    endpoints: [http://127.0.0.1:{up_port}]
+  dead:
+    endpoints: [http://127.0.0.1:{dead}]
+    circuit_breaker: {{consecutive_failures: 1, open_for: 1h, max_open_for: 1h}}
+policies:
+  full:
+    timeouts: {{connect: 2s, per_try: 10s, first_byte: 30s, idle: 30s, total: 60s}}
+    retry: {{attempts: 3, backoff: {{base: 100ms}}}}
+    rate_limit: {{rate: 1000000/s, burst: 1000000, key: "header:x-tenant"}}
+    fallback:
+      on: [circuit_open, rate_limited, bulkhead_full, timeout, exhausted]
+      chain: [{{upstream: spare}}, {{stale: {{max_age: 1m}}}}, {{static: {{status: 503}}}}]
+  limited:
+    rate_limit: {{rate: 1/h, burst: 1}}
 """)
     cmd = [sys.executable, "-m", "proxy", "run", "-c", str(policy)]
     return Service("fender", cmd, PROXY_CPU, tmp / "fender.stderr", cwd=tmp / "src"), control
@@ -276,12 +322,15 @@ def latency_us(text: str) -> float:
     return float(match[1]) * UNITS[match[2]]
 
 
-def wrk(url: str, connections: int, seconds: float) -> Run:
+def wrk(url: str, connections: int, seconds: float, expect: int = 200) -> Run:
     cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s"]
     cmd += ["--latency", "--timeout", "5s", url]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, check=False)
     out = done.stdout
-    failed = re.search(r"Socket errors:.*|Non-2xx or 3xx responses: \d+", out)
+    failed = re.search(r"Socket errors:.*", out)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if (expect == 200) == bool(non_2xx) and not failed:  # a 2xx run must have none, a
+        failed = non_2xx or re.search(r"Requests/sec", out)  # local-answer run only those
     rps, total = re.search(r"Requests/sec:\s+([\d.]+)", out), re.search(r"(\d+) requests in", out)
     p50, p99 = re.search(r"^\s+50%\s+(\S+)", out, re.M), re.search(r"^\s+99%\s+(\S+)", out, re.M)
     if done.returncode or failed or not (rps and total and p50 and p99) or int(total[1]) == 0:
@@ -296,7 +345,9 @@ def busy_seconds() -> float:
     return (user + nice + system + irq + softirq) / HZ
 
 
-def measure(url: str, connections: int, seconds: float, proxy: list[int], ours: list[int]) -> Run:
+def measure(
+    url: str, connections: int, seconds: float, proxy: list[int], ours: list[int], expect: int = 200
+) -> Run:
     """One wrk run, with the proxy's CPU per request and the CPU that others used meanwhile."""
 
     def sample() -> tuple[float, float, float, float]:
@@ -305,7 +356,7 @@ def measure(url: str, connections: int, seconds: float, proxy: list[int], ours: 
         return cpu_seconds(proxy), cpu_seconds(ours), wrk_cpu, busy_seconds()
 
     before = sample()
-    run = wrk(url, connections, seconds)
+    run = wrk(url, connections, seconds, expect)
     proxy_cpu, ours_cpu, wrk_cpu, busy = (a - b for a, b in zip(sample(), before, strict=True))
     if proxy:
         run.cpu_us_per_req = proxy_cpu * 1e6 / run.requests
@@ -377,6 +428,7 @@ def main() -> int:
         log("nginx could not be installed: no nginx column, aiohttp upstream instead")
     targets = [t for t in TARGETS if nginx or t != "nginx"]
     scenarios = [(body, c) for c in conns for body in BODIES]
+    local_scenarios = [(kind, c) for c in conns for kind in LOCAL]
     runs: dict[tuple[str, int, str], list[Run]] = {}
     notes = [f"load average before the run: {load_average()}"]
     services: list[Service] = []
@@ -385,6 +437,7 @@ def main() -> int:
         fender_source = snapshot_fender(tmp)
         try:
             ports = {t: free_port() for t in targets}
+            ports["fender-all"] = ports["fender"]
             services.append(start_upstream(nginx, tmp, ports["direct"]))
             services[0].wait_ready(f"http://127.0.0.1:{ports['direct']}/small")
             fender, control = start_fender(tmp, ports["fender"], ports["direct"])
@@ -396,15 +449,27 @@ def main() -> int:
                 services.append(proxies["nginx"])
                 proxies["nginx"].wait_ready(f"http://127.0.0.1:{ports['nginx']}/small")
             trees = {target: process_tree(proxy.proc.pid) for target, proxy in proxies.items()}
+            trees["fender-all"] = trees["fender"]
             ours = [pid for service in services for pid in process_tree(service.proc.pid)]
             for target, port in ports.items():  # every target serves the right bytes
                 for path, body in BODIES.items():
-                    if http_get(f"http://127.0.0.1:{port}/{path}") != (200, body):
+                    url = f"http://127.0.0.1:{port}{PREFIX[target]}/{path}"
+                    if http_get(url) != (200, body):
                         raise BenchError(f"{target} did not return the /{path} body")
+            for path, _status in LOCAL.values():  # open the circuit, spend the one token
+                with contextlib.suppress(urllib.error.HTTPError):
+                    http_get(f"http://127.0.0.1:{ports['fender']}{path}")
             for repeat in range(1, repeats + 1):
+                for kind, connections in local_scenarios:
+                    path, status = LOCAL[kind]
+                    url = f"http://127.0.0.1:{ports['fender']}{path}"
+                    log(f"repeat {repeat}/{repeats}: {kind}, {connections} conn, fender")
+                    wrk(url, connections, 1, status)
+                    run = measure(url, connections, duration, trees["fender"], ours, status)
+                    runs.setdefault((kind, connections, "fender"), []).append(run)
                 for body, connections in scenarios:
                     for target in targets:
-                        url = f"http://127.0.0.1:{ports[target]}/{body}"
+                        url = f"http://127.0.0.1:{ports[target]}{PREFIX[target]}/{body}"
                         log(f"repeat {repeat}/{repeats}: {body} body, {connections} conn, {target}")
                         wrk(url, connections, 1)  # warm-up: connections, pools, caches
                         proxy = trees.get(target, [])
@@ -429,7 +494,7 @@ def main() -> int:
     }
     meta |= {"nginx": version.stderr.strip() if version else "none", "python": sys.version}
     meta |= {"proxy_cpu": PROXY_CPU, "load_cpu": LOAD_CPU}
-    report(runs, targets, scenarios, meta, notes, args.json)
+    report(runs, targets, scenarios, local_scenarios, meta, notes, args.json)
     return 0
 
 
@@ -479,6 +544,7 @@ def report(
     runs: dict[tuple[str, int, str], list[Run]],
     targets: list[str],
     scenarios: list[tuple[str, int]],
+    local_scenarios: list[tuple[str, int]],
     meta: dict[str, object],
     notes: list[str],
     json_path: Path | None,
@@ -490,6 +556,31 @@ def report(
         print("nginx unavailable: no nginx column; upstream is an aiohttp server")
     results, rows = summarize(runs, targets, scenarios)
     print_table(rows)
+    print()
+    local_rows = [("answered by Fender itself", "target", "rps", "p50", "p99", "CPU us/req")]
+    for kind, connections in local_scenarios:
+        these = runs[kind, connections, "fender"]
+        cpu = statistics.median(r.cpu_us_per_req or 0.0 for r in these)
+        rps = statistics.median(r.rps for r in these)
+        p50 = us(statistics.median(r.p50_us for r in these))
+        p99 = us(statistics.median(r.p99_us for r in these))
+        scenario = f"{kind} ({LOCAL[kind][1]}), {connections} conn"
+        local_rows.append((scenario, "fender", f"{rps:,.0f}", p50, p99, f"{cpu:.0f}"))
+        results.append(
+            {"local": kind, "connections": connections, "runs": [asdict(r) for r in these]}
+        )
+    print_table(local_rows)
+    print()
+    for body, connections in scenarios:  # the price of configured but idle policies
+        plain = runs[body, connections, "fender"]
+        full = runs[body, connections, "fender-all"]
+        rps = statistics.median(r.rps for r in full) / statistics.median(r.rps for r in plain)
+        cpu_plain = statistics.median(r.cpu_us_per_req or 0.0 for r in plain)
+        cpu_full = statistics.median(r.cpu_us_per_req or 0.0 for r in full)
+        notes.append(
+            f"every policy idle vs plain ({body} body, {connections} conn): throughput x{rps:.3f} "
+            f"({(1 - rps) * 100:+.1f}% cost), CPU per request {cpu_full / cpu_plain - 1:+.1%}"
+        )
     others = [(r.other_cpu_pct, key) for key, these in runs.items() for r in these]
     busiest, (body, connections, target) = max(others)
     notes.append(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config import HeaderRules
-from proxy.headers import RequestHeaders, request_id, response_headers
+from proxy.headers import RequestHeaders, id_source, request_id, response_headers
 
 
 def proxy_of(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
@@ -62,7 +62,9 @@ def test_response_headers_drop_hop_by_hop_and_length():
 
 
 def test_request_id_is_kept_when_sane_and_replaced_when_not():
-    assert request_id(proxy_of(("X-Request-Id", "abc-1"))) == "abc-1"
-    assert len(request_id(proxy_of())) == 32
-    assert request_id(proxy_of(("X-Request-Id", "x" * 500))) != "x" * 500
-    assert request_id(proxy_of(("X-Request-Id", "a\tb"))) != "a\tb"
+    ids = id_source()
+    assert request_id(proxy_of(("X-Request-Id", "abc-1")), ids) == "abc-1"
+    made = {request_id(proxy_of(), ids) for _ in range(1000)}
+    assert len(made) == 1000 and all(len(r) == 32 for r in made)
+    assert request_id(proxy_of(("X-Request-Id", "x" * 500)), ids) != "x" * 500
+    assert request_id(proxy_of(("X-Request-Id", "a\tb")), ids) != "a\tb"
