@@ -79,6 +79,8 @@ class UpstreamRateLimit(Section):
     cooldown: bool = True
     """After a 429 or 503 with Retry-After, hold every attempt for that long: they wait if
     their deadline allows, or are answered at once with the time left."""
+    max_cooldown: Duration = unit("60s")
+    """A longer ask pauses the upstream this long only (a bad header must not block it)."""
 
 
 class HeaderRules(Section):

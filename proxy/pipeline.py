@@ -44,6 +44,7 @@ class Call:
     connect: float | None = None  # connecting to an endpoint
     last_endpoint: str | None = None  # a retry prefers another endpoint
     replayable: bool | None = None  # can the body be sent again? None: not decided yet
+    sent_at: float = 0.0  # when the current attempt left for the upstream
     # What the app sent, for policies that key on it or send to another upstream.
     incoming: CIMultiDictProxy[str] | None = None
     client_ip: str | None = None

@@ -8,9 +8,12 @@ and a Unix time for others (GitHub): a value past 10^9 is read as a Unix time.
 from __future__ import annotations
 
 import email.utils
+import re
 from collections.abc import Mapping
 
 _UNIX_TIME_FLOOR = 1e9  # 2001-09-09; no API asks for a 31-year wait
+_DIGITS = re.compile(r"^[0-9]{1,12}$")  # ASCII only: "²".isdigit() is True
+_NUMBER = re.compile(r"^[0-9]{1,15}(?:\.[0-9]{1,6})?$")
 
 
 def asked_wait(headers: Mapping[str, str], now: float) -> float | None:
@@ -34,15 +37,11 @@ def asked_wait(headers: Mapping[str, str], now: float) -> float | None:
 
 
 def _number(text: str) -> float | None:
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    return number if number >= 0 and number == number and number != float("inf") else None
+    return float(text) if _NUMBER.match(text) else None
 
 
 def _seconds_or_date(text: str, now: float) -> float | None:
-    if text.isdigit():
+    if _DIGITS.match(text):
         return float(text)
     try:
         when = email.utils.parsedate_to_datetime(text)

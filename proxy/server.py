@@ -83,7 +83,8 @@ class DataPlane:
             except FenderError as err:
                 reply = error_reply(err, rid)
             except Exception as exc:  # a bug of ours: answer 500, never crash the listener
-                self.log.event("internal_error", "error", request_id=rid, error=repr(exc))
+                error = type(exc).__name__  # not its text: it may quote a URL or a header
+                self.log.event("internal_error", "error", request_id=rid, error=error)
                 reply = error_reply(FenderError("internal_error", status=500), rid)
             status, outcome, reason = reply.status, reply.outcome, reply.fender_reason
             response, cut = await self._relay(request, reply, call)
@@ -242,8 +243,8 @@ def error_reply(err: FenderError, rid: str) -> Reply:
     headers = CIMultiDict({"content-type": "application/json", "server": "fender"})
     if isinstance(err, Rejected):
         headers.update(err.headers)
-        if err.retry_after is not None:
-            headers["retry-after"] = str(max(1, math.ceil(err.retry_after)))
+        if err.retry_after is not None:  # whole seconds, 1 s to a day
+            headers["retry-after"] = str(max(1, math.ceil(min(err.retry_after, 86_400.0))))
     body = orjson.dumps({"error": err.reason, "detail": err.detail, "request_id": rid})
     return Reply(
         status=err.status,

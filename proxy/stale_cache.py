@@ -1,6 +1,7 @@
 """The last good answers of a route, kept for the `stale` fallback.
 
-An answer is kept when it is a 2xx to a cacheable method and its body, copied as it
+An answer is kept when it is a 2xx to a cacheable method, meant for anyone (no cookie, not
+private, no credential of the app's own on the request), and its body, copied as it
 streams to the app, finishes within the size limit. Bounded by entry count and bytes,
 the least recently stored dropped first. Served with an `Age` header.
 """
@@ -49,8 +50,16 @@ class StaleCache:
         age = self.clock.monotonic() - entry.stored
         return (entry, age) if age <= self.max_age else None
 
-    def keeps(self, method: str, status: int) -> bool:
-        return method in self.methods and 200 <= status < 300
+    def keeps(self, method: str, status: int, headers: CIMultiDict[str], personal: bool) -> bool:
+        """May this answer be served later, to anyone? Not when it was for one user: the
+        request carried the app's own credentials or cookies (`personal`), or the answer
+        sets a cookie or says it is private or not to be stored."""
+        if method not in self.methods or not 200 <= status < 300 or personal:
+            return False
+        if "set-cookie" in headers:
+            return False
+        control = headers.get("cache-control", "").lower()
+        return "private" not in control and "no-store" not in control
 
     def put(
         self, method: str, target: str, status: int, headers: CIMultiDict[str], body: bytes

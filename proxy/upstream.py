@@ -19,7 +19,7 @@ from .classify import is_failure
 from .clock import Clock
 from .config import Upstream as UpstreamConfig
 from .headers import RequestHeaders, response_headers
-from .pipeline import INF, Call, Reply, UpstreamFailed
+from .pipeline import INF, Call, Rejected, Reply, UpstreamFailed
 
 # Response bodies of a known length up to this are read whole within the attempt.
 SMALL_BODY = 64 * 1024
@@ -109,13 +109,16 @@ class Upstream:
         The attempt is cut at `min(per_try, deadline)`: that is the attempt timeout.
         """
         assert self._session is not None, "upstream used before start()"
-        endpoint = self.pick(call.last_endpoint)
-        call.last_endpoint = endpoint.label
-        call.attempts += 1
         limit = call.per_try
         if call.deadline != INF:
             left = call.deadline - self.clock.monotonic()
+            if left <= 0:  # spent before this attempt (queues, uploads): not the upstream's fault
+                raise Rejected("timeout", "the deadline passed before the attempt", status=504)
             limit = left if limit is None else min(limit, left)
+        endpoint = self.pick(call.last_endpoint)
+        call.last_endpoint = endpoint.label
+        call.attempts += 1
+        call.sent_at = self.clock.monotonic()
         body: bytes | None = None
         try:
             async with self.clock.timeout(limit):
@@ -150,6 +153,8 @@ class Upstream:
             raise self._failed(endpoint, "reset", exc) from None
         except aiohttp.ClientResponseError as exc:
             raise self._failed(endpoint, "bad_response", exc) from None
+        except aiohttp.ClientError as exc:  # any other connection trouble before the answer
+            raise self._failed(endpoint, "reset", exc) from None
         self._record(endpoint.label, "response")
         failed = is_failure(response.status)
         reply = Reply(
@@ -171,8 +176,9 @@ class Upstream:
         self, endpoint: Endpoint, reason: str, exc: BaseException, status: int = 502
     ) -> UpstreamFailed:
         self._record(endpoint.label, reason)
-        # Only the OS's words: an exception's text may hold the full URL, query included.
-        os_error = getattr(exc, "os_error", None) or exc
+        # Only the OS's words about a connect: other exceptions' text may hold the full URL,
+        # query included.
+        os_error = getattr(exc, "os_error", None)
         why = getattr(os_error, "strerror", None) or type(exc).__name__
         return UpstreamFailed(
             reason, f"upstream {self.name} ({endpoint.label}): {why}", status=status

@@ -92,14 +92,15 @@ def build_pipeline(
     policies: list[Policy] = []
     if config.fallback is not None:
         stacks = {name: g.handler for name, g in guards.items()}
-        buffer_limit = config.retry.buffer_limit if config.retry is not None else None
+        retry = config.retry
         policies.append(
             Fallback(
                 config.fallback,
                 route,
                 stacks=stacks,
                 headers=headers,
-                buffer_limit=buffer_limit,
+                buffer_limit=retry.buffer_limit if retry else None,
+                idempotency_header=retry.idempotency_header if retry else "idempotency-key",
                 clock=clock,
                 metrics=metrics,
             )

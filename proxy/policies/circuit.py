@@ -36,12 +36,12 @@ class BreakerPolicy:
                 retry_after=self.breaker.retry_after(),
             )
         clock = self.clock
-        started = clock.monotonic()
         try:
             reply = await call_next(call)
         except UpstreamFailed as failure:
             now = clock.monotonic()
-            slow = self.slow_after is not None and now - started >= self.slow_after
+            # Slowness is timed from the send: local queueing is not the upstream's.
+            slow = self.slow_after is not None and now - call.sent_at >= self.slow_after
             failed = self.failure_on.matches_reason(failure.reason)
             self.breaker.record(permit, failure=failed, slow=slow, now=now)
             raise
@@ -49,7 +49,7 @@ class BreakerPolicy:
             self.breaker.release(permit)
             raise
         now = clock.monotonic()
-        slow = self.slow_after is not None and now - started >= self.slow_after
+        slow = self.slow_after is not None and now - call.sent_at >= self.slow_after
         failed = self.failure_on.matches_status(reply.status)
         self.breaker.record(permit, failure=failed, slow=slow, now=now)
         return reply

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from multidict import CIMultiDict
 
 from ..body import make_replayable
+from ..classify import IDEMPOTENT_METHODS
 from ..clock import Clock
 from ..config_policy import Fallback as FallbackConfig
 from ..config_policy import FallbackStep
@@ -24,6 +25,10 @@ from ..pipeline import Call, FenderError, Handler, Reply, UpstreamFailed
 from ..stale_cache import StaleCache
 
 DEFAULT_BUFFER_LIMIT = 1 << 20
+# Triggers after which the request surely never reached the upstream.
+NOTHING_SENT_TRIGGERS = frozenset(
+    {"circuit_open", "rate_limited", "bulkhead_full", "connect_error"}
+)
 
 
 def trigger_of(result: Reply | FenderError) -> str | None:
@@ -44,6 +49,7 @@ class Fallback:
         stacks: Mapping[str, Handler],
         headers: Mapping[str, RequestHeaders],
         buffer_limit: int | None,
+        idempotency_header: str | None,
         clock: Clock,
         metrics: Metrics,
     ) -> None:
@@ -55,6 +61,7 @@ class Fallback:
         self.clock = clock
         self.metrics = metrics
         self.fails_over = any(step.upstream for step in self.steps)
+        self.idempotency_header = idempotency_header
         self.buffer_limit = buffer_limit if buffer_limit is not None else DEFAULT_BUFFER_LIMIT
         stale = next((step.stale for step in self.steps if step.stale), None)
         self.cache = StaleCache(stale, clock) if stale is not None else None
@@ -89,7 +96,11 @@ class Fallback:
         word = self._word(reply)
         if word is None:
             return reply
-        answer = await self._chain(call, word)
+        try:
+            answer = await self._chain(call, word)
+        except BaseException:
+            reply.release()  # cancelled (the app left) or broken: the original goes too
+            raise
         if answer is None:
             return reply
         reply.release()
@@ -97,7 +108,11 @@ class Fallback:
 
     def _keep(self, call: Call, reply: Reply) -> None:
         cache = self.cache
-        if cache is None or not cache.keeps(call.method, reply.status):
+        if cache is None:
+            return
+        incoming = call.incoming
+        personal = incoming is not None and ("authorization" in incoming or "cookie" in incoming)
+        if not cache.keeps(call.method, reply.status, reply.headers, personal):
             return
         if isinstance(reply.body, bytes):
             cache.put(call.method, call.target, reply.status, reply.headers, reply.body)
@@ -108,7 +123,7 @@ class Fallback:
 
     async def _chain(self, call: Call, word: str) -> Reply | None:
         for step in self.steps:
-            answer = await self._step(call, step)
+            answer = await self._step(call, step, word)
             if answer is not None:
                 answer.outcome = "fallback"
                 answer.fender_reason = word
@@ -117,8 +132,14 @@ class Fallback:
                 return answer
         return None
 
-    async def _step(self, call: Call, step: FallbackStep) -> Reply | None:
+    async def _step(self, call: Call, step: FallbackStep, word: str) -> Reply | None:
         if step.upstream is not None:
+            # The same rule as Retry: a POST the first upstream may have acted on is not
+            # sent to a second one, unless nothing was sent or it has an idempotency key.
+            sent = word not in NOTHING_SENT_TRIGGERS
+            key = self.idempotency_header is not None and self.idempotency_header in call.headers
+            if sent and not (call.method in IDEMPOTENT_METHODS or key):
+                return None
             return await self._failover(call, step.upstream)
         if step.stale is not None:
             kept = self.cache.get(call.method, call.target) if self.cache else None

@@ -110,6 +110,7 @@ class Quota:
         self.queue = config.on_limit == "queue"
         self.max_wait = config.max_wait
         self.cooldown = config.cooldown
+        self.max_cooldown = config.max_cooldown
         self.paused_until = 0.0
         self.upstream = upstream
         self.scope = f"upstream:{upstream}"
@@ -144,5 +145,6 @@ class Quota:
         if self.cooldown and reply.status in ASKS_TO_WAIT:
             asked = asked_wait(reply.headers, self.clock.wall())
             if asked:
-                self.paused_until = max(self.paused_until, self.clock.monotonic() + asked)
+                pause = min(asked, self.max_cooldown)
+                self.paused_until = max(self.paused_until, self.clock.monotonic() + pause)
         return reply

@@ -65,7 +65,12 @@ class Retry:
                         reply.outcome = "retried"
                     return reply
                 condition, error = str(reply.status), None
-            wait = self._next_wait(call, condition, reply, replayable)
+            try:
+                wait = self._next_wait(call, condition, reply, replayable)
+            except BaseException:
+                if reply is not None:
+                    reply.release()
+                raise
             if wait is None:
                 if reply is not None:
                     return reply

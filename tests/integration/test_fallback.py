@@ -135,3 +135,25 @@ async def test_open_circuit_goes_to_the_fallback(upstream, proxy_factory, client
             "static",
         )
     assert len(upstream.seen) == 1
+
+
+async def test_a_post_the_primary_may_have_acted_on_is_not_sent_to_the_backup(
+    upstream, aiohttp_server, proxy_factory, client
+):
+    backup = ScriptedUpstream()
+    backup.url = f"http://127.0.0.1:{(await aiohttp_server(backup.app)).port}"
+    data = config(
+        {"primary": {"endpoints": [upstream.url]}, "backup": {"endpoints": [backup.url]}},
+        [{"name": "pay", "upstream": "primary", "policy": "p"}],
+        policies={"p": {"fallback": {"on": ["exhausted"], "chain": [{"upstream": "backup"}]}}},
+    )
+    proxy = await proxy_factory(data)
+    upstream.default = Step(status=503, body=b"primary says no")
+    async with client.post(f"{proxy.url}/charge", data=b"5 EUR") as resp:
+        assert (resp.status, await resp.read()) == (503, b"primary says no")
+    assert backup.seen == []
+    async with client.post(
+        f"{proxy.url}/charge", data=b"5 EUR", headers={"idempotency-key": "k9"}
+    ) as resp:
+        assert resp.headers["x-fender-fallback"] == "upstream"
+    assert [s.body for s in backup.seen] == [b"5 EUR"]

@@ -195,3 +195,23 @@ async def test_upstream_429_with_retry_after_pauses_the_quota(upstream, proxy_fa
     assert (await get(client, f"{proxy.url}/y"))[0] == 200
     assert 1.8 <= upstream.seen[-1].at - upstream.seen[0].at <= 2.6
     assert len(upstream.seen) == 2
+
+
+async def test_a_deadline_spent_before_the_attempt_is_not_the_upstreams_failure(
+    upstream, proxy_factory, client
+):
+    policy = {"timeouts": {"first_byte": "300ms"}, "retry": {"attempts": 2}}
+    proxy = await proxy_factory(
+        guarded(upstream.url, policy, circuit_breaker={"consecutive_failures": 1})
+    )
+
+    async def slow_upload():
+        yield b"a"
+        await asyncio.sleep(0.5)  # the app uploads slower than the deadline allows
+        yield b"b"
+
+    async with client.put(f"{proxy.url}/x", data=slow_upload()) as resp:
+        assert (resp.status, resp.headers["x-fender-reason"]) == (504, "timeout")
+        assert resp.headers["x-fender-attempts"] == "0"
+    assert upstream.seen == []
+    assert proxy.metric("fender_circuit_state", upstream="up") == 0

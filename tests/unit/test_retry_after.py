@@ -27,6 +27,9 @@ NOW = 1_800_000_000.0
         ({"Retry-After": "-1"}, None),
         ({"Retry-After": "Wed, 21 Oct 2015 07:28:00"}, None),
         ({"X-RateLimit-Reset": "nan"}, None),
+        ({"Retry-After": "\u00b2"}, None),  # a superscript two: isdigit(), but not a number
+        ({"Retry-After": "9" * 400}, None),  # would be infinite
+        ({"X-RateLimit-Reset": "1e400"}, None),
         ({}, None),
     ],
 )

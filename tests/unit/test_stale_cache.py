@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from multidict import CIMultiDict
 
 from proxy.config_policy import Stale
@@ -52,8 +53,23 @@ async def test_bounded_by_entries_and_bytes():
 
 def test_only_2xx_to_listed_methods_are_kept():
     cache = StaleCache(Stale(), FakeClock())
-    assert cache.keeps("GET", 200) and cache.keeps("HEAD", 204)
-    assert not cache.keeps("POST", 200) and not cache.keeps("GET", 404)
+    plain = CIMultiDict({"content-type": "text/plain"})
+    assert cache.keeps("GET", 200, plain, False) and cache.keeps("HEAD", 204, plain, False)
+    assert not cache.keeps("POST", 200, plain, False) and not cache.keeps("GET", 404, plain, False)
+
+
+@pytest.mark.parametrize(
+    ("headers", "personal"),
+    [
+        ({"set-cookie": "session=1"}, False),
+        ({"cache-control": "private, max-age=60"}, False),
+        ({"cache-control": "no-store"}, False),
+        ({}, True),  # the request carried the app's own Authorization or Cookie
+    ],
+)
+def test_answers_for_one_user_are_never_kept(headers, personal):
+    cache = StaleCache(Stale(), FakeClock())
+    assert not cache.keeps("GET", 200, CIMultiDict(headers), personal)
 
 
 def test_a_whole_body_is_kept_directly():
