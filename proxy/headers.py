@@ -51,15 +51,12 @@ def connection_listed(headers: CIMultiDictProxy[str]) -> frozenset[str]:
     )
 
 
-def _copy_without(
-    headers: CIMultiDictProxy[str], drop: frozenset[str], drop_prefix: str = "\0"
-) -> CIMultiDict[str]:
+def _copy_without(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> CIMultiDict[str]:
     out: CIMultiDict[str] = CIMultiDict()
     if "connection" in headers:
         drop = drop | connection_listed(headers)
     for name, value in headers.items():
-        lower = name.lower()
-        if lower not in drop and not lower.startswith(drop_prefix):
+        if name.lower() not in drop:
             out.add(name, value)
     return out
 
@@ -87,9 +84,8 @@ class RequestHeaders:
 
 
 def response_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """An upstream's response headers, cleaned for the app. `x-fender-*` are Fender's to
-    say: an upstream cannot put words in its mouth."""
-    return _copy_without(incoming, HOP_BY_HOP | _RESPONSE_OWN, "x-fender-")
+    """An upstream's response headers, cleaned for the app (`x-fender-*`: see server.mark)."""
+    return _copy_without(incoming, HOP_BY_HOP | _RESPONSE_OWN)
 
 
 def id_source() -> random.Random:

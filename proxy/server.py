@@ -229,12 +229,20 @@ def _split_target(raw: str) -> tuple[str, str] | None:
 
 
 def mark(reply: Reply, attempts: int) -> CIMultiDict[str]:
-    """Reply headers plus what Fender says about them: outcome, attempts, reason."""
+    """Reply headers plus what Fender says about them: outcome, attempts, reason.
+
+    `x-fender-*` are Fender's words only: assignment replaces whatever an upstream sent
+    under those names, and the optional ones are removed when Fender has nothing to say.
+    """
     headers = reply.headers
     headers["x-fender-outcome"] = reply.outcome
     headers["x-fender-attempts"] = str(attempts)
     if reply.fender_reason:
         headers["x-fender-reason"] = reply.fender_reason
+    else:
+        headers.popall("x-fender-reason", None)
+    if reply.outcome != "fallback":
+        headers.popall("x-fender-fallback", None)
     return headers
 
 

@@ -61,16 +61,18 @@ class StaleCache:
         control = headers.get("cache-control", "").lower()
         return "private" not in control and "no-store" not in control
 
+    def fresh(self, method: str, target: str) -> bool:
+        """Was an answer kept a moment ago? Then a busy path need not keep this one."""
+        old = self._entries.get((method, target))
+        return old is not None and self.clock.monotonic() - old.stored < REFRESH
+
     def put(
         self, method: str, target: str, status: int, headers: CIMultiDict[str], body: bytes
     ) -> None:
         """Keep a whole answer (when it is within the size limit)."""
-        now = self.clock.monotonic()
-        old = self._entries.get((method, target))
-        if old is not None and now - old.stored < REFRESH:
-            return  # kept a moment ago: a busy path need not copy every answer
         if len(body) <= self.entry_limit:
-            self._put((method, target), Entry(now, status, _kept(headers), body))
+            entry = Entry(self.clock.monotonic(), status, _kept(headers), body)
+            self._put((method, target), entry)
 
     def tee(
         self,

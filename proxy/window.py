@@ -31,9 +31,16 @@ class SlidingCounts:
         return slot, epoch
 
     def add(self, total: int = 0, hits: int = 0, now: float | None = None) -> None:
-        slot, _ = self._slot(now)
-        self._totals[slot] += total
-        self._hits[slot] += hits
+        # _slot(), inlined: this runs for every request.
+        epoch = int((self.clock.monotonic() if now is None else now) / self.width)
+        slot = epoch % BUCKETS
+        if self._epochs[slot] != epoch:
+            self._epochs[slot] = epoch
+            self._totals[slot] = total
+            self._hits[slot] = hits
+        else:
+            self._totals[slot] += total
+            self._hits[slot] += hits
 
     def counts(self) -> tuple[int, int]:
         """(total, hits) over the window."""

@@ -108,7 +108,7 @@ class Fallback:
 
     def _keep(self, call: Call, reply: Reply) -> None:
         cache = self.cache
-        if cache is None:
+        if cache is None or cache.fresh(call.method, call.target):
             return
         incoming = call.incoming
         personal = incoming is not None and ("authorization" in incoming or "cookie" in incoming)
