@@ -17,11 +17,12 @@ from aiohttp import web
 from .clock import Clock, RealClock
 from .config import Config, split_address
 from .control import control_app
+from .listener import HardenedServer
 from .logs import JsonLog
 from .metrics import Metrics
 from .policies import build_guards, build_pipeline
 from .routing import CompiledRoute, Router
-from .server import DataPlane, HardenedServer, RouteTarget
+from .server import DataPlane, RouteTarget
 from .upstream import AttemptRecorder, Upstream
 
 
