@@ -1,4 +1,4 @@
-"""The command line: `fender run | check | schema | version | demo`."""
+"""The command line: `fender run | check | schema | version | demo | audit verify`."""
 
 from __future__ import annotations
 
@@ -98,6 +98,30 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .audit import verify
+
+    try:
+        count, broken = verify(Path(args.file))
+    except OSError as exc:
+        print(f"fender audit verify: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    if broken is not None:
+        previous, line = broken
+        after = f"line {previous}" if previous else "the start"
+        print(
+            f"{args.file}:{line}: the chain is broken: line {line} does not follow {after} "
+            f"(one of them was edited, or lines between them were removed or inserted); "
+            f"{count} audit lines verified before it",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"{args.file}: ok, {count} audit lines, chain intact")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -127,6 +151,11 @@ def parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run Fender before a misbehaving built-in upstream")
     demo.add_argument("--duration", type=float, default=30.0, help="seconds (default 30)")
     demo.set_defaults(func=cmd_demo)
+    audit = sub.add_parser("audit", help="the control API's audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    check_chain = audit_sub.add_parser("verify", help="check a log's hash chain")
+    check_chain.add_argument("file")
+    check_chain.set_defaults(func=cmd_audit_verify)
     return p
 
 

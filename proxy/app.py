@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+from typing import Any
 
 from aiohttp import web
 
+from .audit import AuditLog
+from .breaker import CircuitBreaker
 from .clock import Clock, RealClock
 from .config import Config, split_address
 from .control import control_app
@@ -53,6 +56,9 @@ class Fender:
             name: build_guards(u, clock=self.clock, metrics=self.metrics, log=self.log)
             for name, u in self.upstreams.items()
         }
+        self.stop_requested = asyncio.Event()  # set by POST /drain; serve() waits on it
+        audit_file = config.control.audit_log
+        self.audit = AuditLog.to_file(audit_file) if audit_file else AuditLog(self.log.raw)
         self._servers: list[tuple[str, HardenedServer, asyncio.Server]] = []
         self._control: web.AppRunner | None = None
         self.ports: dict[str, int] = {}  # listener name (and "control") -> bound port
@@ -63,6 +69,46 @@ class Fender:
 
     def ready(self) -> bool:
         return self.started and not self.draining
+
+    def breaker(self, upstream: str) -> CircuitBreaker | None:
+        guards = self.guards.get(upstream)
+        return guards.breaker if guards is not None else None
+
+    def request_drain(self) -> None:
+        self.stop_requested.set()
+
+    def status(self) -> dict[str, Any]:
+        """What GET /status shows: the state of every upstream's guards and route."""
+        upstreams: dict[str, Any] = {}
+        for name, upstream in self.upstreams.items():
+            guards = self.guards[name]
+            entry: dict[str, Any] = {"endpoints": [e.label for e in upstream.endpoints]}
+            entry["breaker"] = guards.breaker.status() if guards.breaker else None
+            entry["bulkhead"] = (
+                {
+                    "in_flight": guards.bulkhead.in_flight,
+                    "queued": guards.bulkhead.queued,
+                    "max_concurrent": guards.bulkhead.max_concurrent,
+                }
+                if guards.bulkhead
+                else None
+            )
+            entry["quota"] = (
+                {
+                    "paused_for_s": round(guards.quota.pause_left(), 3),
+                    "tokens": guards.quota.bucket.remaining() if guards.quota.bucket else None,
+                }
+                if guards.quota
+                else None
+            )
+            upstreams[name] = entry
+        return {
+            "ready": self.ready(),
+            "draining": self.draining,
+            "config_hash": self.config.hash,
+            "upstreams": upstreams,
+            "routes": self.metrics.outcomes_by_route(),
+        }
 
     def _data_plane(self, index: int) -> DataPlane:
         listener = self.config.listeners[index]
@@ -130,6 +176,8 @@ class Fender:
             ready=self.ready,
             config_view=self.config.public_view,
             token=token,
+            fender=self,
+            audit=self.audit,
         )
         self._control = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._control.setup()
@@ -192,6 +240,11 @@ async def serve(config: Config, log: JsonLog) -> int:
     except StartError as exc:
         log.event("start_failed", "error", error=str(exc))
         return 1
-    await stop.wait()
+    stopping = asyncio.ensure_future(stop.wait())
+    asked = asyncio.ensure_future(fender.stop_requested.wait())
+    await asyncio.wait({stopping, asked}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    asked.cancel()
+    stop.set()  # a signal during the drain now skips the rest of its delay
     await fender.drain(hurry)
     return 0

@@ -39,9 +39,36 @@ class CircuitBreaker:
         rate, slow = config.failure_rate, config.slow_calls
         self._failures = SlidingCounts(rate.window, clock) if rate else None
         self._slow = SlidingCounts(slow.window, clock) if slow else None
+        # An operator's override (control API): "open" or "closed" until `forced_until`.
+        self.forced: str | None = None
+        self.forced_until = 0.0
+
+    def force(self, state: str, ttl: float) -> None:
+        """Hold the circuit open or closed for `ttl` seconds, whatever the samples say."""
+        self.forced, self.forced_until = state, self.clock.monotonic() + ttl
+        if state == OPEN:
+            self.open_until = self.forced_until
+        if self.state != state:
+            self._move(state, "forced by the control API")
+
+    def reset(self) -> None:
+        """Back to closed, counters and growth cleared, any override lifted."""
+        self.forced = None
+        self.trips_in_a_row = 0
+        self._move(CLOSED, "reset by the control API")
+
+    def _override(self) -> int | None:
+        if self.clock.monotonic() >= self.forced_until:
+            self.forced = None  # expired: back to the samples' rule, from where it stands
+            return None
+        return REJECT if self.forced == OPEN else CALL
 
     def admit(self) -> int:
         """CALL, PROBE, or REJECT (the circuit is open, or every probe slot is taken)."""
+        if self.forced is not None:
+            decided = self._override()
+            if decided is not None:
+                return decided
         if self.state == CLOSED:
             return CALL
         if self.state == OPEN:
@@ -56,6 +83,18 @@ class CircuitBreaker:
     def retry_after(self) -> float:
         """Seconds until calls may flow again (for the Retry-After of a rejection)."""
         return max(1.0, self.open_until - self.clock.monotonic())
+
+    def status(self) -> dict[str, object]:
+        now = self.clock.monotonic()
+        forced = self.forced if self.forced is not None and now < self.forced_until else None
+        return {
+            "state": self.state,
+            "open_for_s": round(max(0.0, self.open_until - now), 3) if self.state == OPEN else 0,
+            "trips_in_a_row": self.trips_in_a_row,
+            "override": {"state": forced, "expires_in_s": round(self.forced_until - now, 3)}
+            if forced
+            else None,
+        }
 
     def record(
         self, permit: int, *, failure: bool, slow: bool = False, now: float | None = None
@@ -73,8 +112,8 @@ class CircuitBreaker:
                 self.trips_in_a_row = 0
                 self._move(CLOSED, "probes succeeded")
             return
-        if self.state != CLOSED:
-            return  # admitted before a trip: its verdict is stale
+        if self.state != CLOSED or self.forced is not None:
+            return  # admitted before a trip, or under an override: its verdict is stale
         self._consecutive = self._consecutive + 1 if failure else 0
         if self._failures is not None:
             self._failures.add(1, int(failure), now)

@@ -42,6 +42,9 @@ class Control(Section):
     token_file: Path | None = None
     """File holding the bearer token for everything but /metrics, /livez and /readyz.
     Required when the address is not loopback."""
+    audit_log: Path | None = None
+    """File the control API's mutations are appended to, as a hash chain of JSON lines.
+    None: they go to stdout with the rest of the log."""
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> Control:

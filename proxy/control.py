@@ -1,20 +1,37 @@
-"""The control port: Prometheus metrics, probes, and the (token-guarded) state endpoints.
+"""The control port: Prometheus metrics, probes, state, and the operator's actions.
 
 `/metrics`, `/livez` and `/readyz` are open, so that kubelets and Prometheus need no
 secret. Everything else needs the bearer token when `control.token_file` is set, and is
-compared in constant time. No CORS headers: a browser page must not drive this port.
+compared in constant time. Actions are POST only (a GET on one is 405), and each is
+written to the audit log. No CORS headers: a browser page must not drive this port.
 """
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
 
+from .audit import AuditLog
+from .breaker import CircuitBreaker
 from .metrics import Metrics
+from .units import parse_duration
+
+MAX_TTL = 24 * 3600.0
+
+
+class Controlled(Protocol):
+    """What the control API can see and do in a running Fender."""
+
+    def status(self) -> dict[str, Any]: ...
+
+    def breaker(self, upstream: str) -> CircuitBreaker | None: ...
+
+    def request_drain(self) -> None: ...
+
 
 OPEN_PATHS = frozenset({"/metrics", "/livez", "/readyz"})
 _PROM_TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -30,6 +47,8 @@ def control_app(
     ready: Callable[[], bool],
     config_view: Callable[[], dict[str, Any]],
     token: str | None,
+    fender: Controlled,
+    audit: AuditLog,
 ) -> web.Application:
     @web.middleware
     async def guard(
@@ -65,9 +84,55 @@ def control_app(
     async def get_config(request: web.Request) -> web.Response:
         return json_response(config_view())
 
+    async def get_status(request: web.Request) -> web.Response:
+        return json_response(fender.status())
+
+    async def post_breaker(request: web.Request) -> web.Response:
+        upstream, action = request.match_info["upstream"], request.match_info["action"]
+        breaker = fender.breaker(upstream)
+        if breaker is None:
+            return json_response({"error": "no_breaker", "upstream": upstream}, 404)
+        ttl = None
+        if action in ("open", "close"):
+            ttl = await _ttl(request)
+            if ttl is None:
+                return json_response({"error": "bad_ttl", "detail": TTL_HELP}, 400)
+            breaker.force("open" if action == "open" else "closed", ttl)
+        else:
+            breaker.reset()
+        audit.record(f"breaker.{action}", upstream=upstream, ttl_s=ttl, remote=request.remote or "")
+        return json_response({"upstream": upstream, "breaker": breaker.status()})
+
+    async def post_drain(request: web.Request) -> web.Response:
+        audit.record("drain", remote=request.remote or "")
+        fender.request_drain()
+        return json_response({"status": "draining"}, 202)
+
     app = web.Application(middlewares=[guard])
+    app.router.add_get("/status", get_status, allow_head=False)
+    app.router.add_post(r"/breakers/{upstream}/{action:open|close|reset}", post_breaker)
+    app.router.add_post("/drain", post_drain)
     app.router.add_get("/metrics", get_metrics, allow_head=False)
     app.router.add_get("/livez", livez, allow_head=False)
     app.router.add_get("/readyz", readyz, allow_head=False)
     app.router.add_get("/config", get_config, allow_head=False)
     return app
+
+
+TTL_HELP = 'give a ttl, like {"ttl": "10m"} (at most 24h): the override then expires by itself'
+
+
+async def _ttl(request: web.Request) -> float | None:
+    """The `ttl` of an override, from the JSON body or the query; None if absent or bad."""
+    text = request.query.get("ttl")
+    if text is None and request.can_read_body:
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return None
+        text = body.get("ttl") if isinstance(body, dict) else None
+    try:
+        ttl = parse_duration(text)
+    except ValueError:
+        return None
+    return ttl if 0 < ttl <= MAX_TTL else None

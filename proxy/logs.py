@@ -41,6 +41,11 @@ class JsonLog:
                 return
             self._flusher = loop.call_later(FLUSH_INTERVAL, self.flush)
 
+    def raw(self, line: bytes) -> None:
+        """A line made elsewhere (the audit log's), written and flushed at once."""
+        self._pending.append(line)
+        self.flush()
+
     def flush(self) -> None:
         if self._flusher is not None:
             self._flusher.cancel()

@@ -170,6 +170,17 @@ class Metrics:
     def observe_rate_limit_wait(self, scope: str, seconds: float) -> None:
         self.rate_limit_waits.labels(scope).observe(seconds)
 
+    def outcomes_by_route(self) -> dict[str, dict[str, int]]:
+        """Requests answered so far, by route and outcome (for GET /status)."""
+        routes: dict[str, dict[str, int]] = {}
+        for metric in self.requests.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    outcomes = routes.setdefault(sample.labels["route"], {})
+                    outcome = sample.labels["outcome"]
+                    outcomes[outcome] = outcomes.get(outcome, 0) + int(sample.value)
+        return routes
+
     def set_config(self, config_hash: str) -> None:
         self.config_info.clear()
         self.config_info.labels(config_hash).set(1)

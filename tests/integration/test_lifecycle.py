@@ -120,6 +120,29 @@ async def test_requests_still_running_after_drain_timeout_are_aborted(
             await proc.wait()
 
 
+async def test_post_drain_drains_and_exits_like_sigterm(
+    tmp_path, upstream, client, unused_tcp_port_factory
+):
+    proc, _, control = await start_fender(
+        tmp_path, upstream.url, unused_tcp_port_factory, delay="0s"
+    )
+    try:
+        await wait_ready(client, control)
+        async with client.get(f"http://127.0.0.1:{control}/drain") as resp:
+            assert resp.status == 405  # an action is POST only
+        async with client.post(f"http://127.0.0.1:{control}/drain") as resp:
+            assert resp.status == 202
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    lines = [orjson.loads(line) for line in (await proc.stdout.read()).splitlines()]
+    audit = [x for x in lines if x["event"] == "audit"]
+    assert [x["action"] for x in audit] == ["drain"]
+    assert lines[-1]["event"] == "stopped"
+
+
 async def test_refuses_to_start_without_the_c_http_parser(
     tmp_path, upstream, unused_tcp_port_factory
 ):
