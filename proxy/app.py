@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -18,14 +19,14 @@ from aiohttp import web
 from .audit import AuditLog
 from .breaker import CircuitBreaker
 from .clock import Clock, RealClock
-from .config import Config, split_address
+from .config import Config, ConfigError, Listener, load_config, split_address
 from .control import control_app
+from .generation import Generation, build
 from .listener import HardenedServer
 from .logs import JsonLog
 from .metrics import Metrics
-from .policies import build_guards, build_pipeline
-from .routing import CompiledRoute, Router
-from .server import DataPlane, RouteTarget
+from .policies import Guards
+from .server import DataPlane
 from .upstream import AttemptRecorder, Upstream
 
 
@@ -48,24 +49,40 @@ class Fender:
         self.rng = random.Random()  # jitter; tests may seed it
         self.draining = False
         self.started = False
-        self.upstreams = {
-            name: Upstream(name, cfg, self._attempt_recorder(name), self.clock)
-            for name, cfg in config.upstreams.items()
-        }
-        self.guards = {
-            name: build_guards(u, clock=self.clock, metrics=self.metrics, log=self.log)
-            for name, u in self.upstreams.items()
-        }
+        self.generation, _ = self._build(config, None)
         self.stop_requested = asyncio.Event()  # set by POST /drain; serve() waits on it
         audit_file = config.control.audit_log
         self.audit = AuditLog.to_file(audit_file) if audit_file else AuditLog(self.log.raw)
-        self._servers: list[tuple[str, HardenedServer, asyncio.Server]] = []
+        # by listener address: its data plane, its aiohttp server, its socket server
+        self._servers: dict[str, tuple[DataPlane, HardenedServer, asyncio.Server]] = {}
+        self._retired: set[asyncio.Task[None]] = set()  # old pools closing after a reload
         self._control: web.AppRunner | None = None
         self.ports: dict[str, int] = {}  # listener name (and "control") -> bound port
 
     def _attempt_recorder(self, upstream: str) -> AttemptRecorder:
         count = self.metrics.count_attempt
         return lambda endpoint, result: count(upstream, endpoint, result)
+
+    def _build(
+        self, config: Config, previous: Generation | None
+    ) -> tuple[Generation, list[Upstream]]:
+        return build(
+            config,
+            previous,
+            clock=self.clock,
+            metrics=self.metrics,
+            log=self.log,
+            rng=self.rng,
+            recorder=self._attempt_recorder,
+        )
+
+    @property
+    def upstreams(self) -> dict[str, Upstream]:
+        return self.generation.upstreams
+
+    @property
+    def guards(self) -> dict[str, Guards]:
+        return self.generation.guards
 
     def ready(self) -> bool:
         return self.started and not self.draining
@@ -110,30 +127,10 @@ class Fender:
             "routes": self.metrics.outcomes_by_route(),
         }
 
-    def _data_plane(self, index: int) -> DataPlane:
-        listener = self.config.listeners[index]
-        routes = [CompiledRoute.compile(r) for r in listener.routes]
-        targets = {
-            r.name: RouteTarget(
-                upstream=r.upstream,
-                headers=self.upstreams[r.upstream].request_headers,
-                handler=build_pipeline(
-                    r.name,
-                    self.config.policy_of(r),
-                    r.upstream,
-                    guards=self.guards,
-                    headers={n: u.request_headers for n, u in self.upstreams.items()},
-                    clock=self.clock,
-                    metrics=self.metrics,
-                    rng=self.rng,
-                ),
-            )
-            for r in listener.routes
-        }
+    def _data_plane(self, listener: Listener) -> DataPlane:
         return DataPlane(
             listener.name,
-            Router(routes),
-            targets,
+            self.generation.routings[listener.name],
             metrics=self.metrics,
             log=self.log,
             clock=self.clock,
@@ -141,22 +138,26 @@ class Fender:
             draining=lambda: self.draining,
         )
 
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        for name, upstream in self.upstreams.items():
+    async def _start_upstreams(self, upstreams: list[Upstream]) -> None:
+        for upstream in upstreams:
             await upstream.start()
             if not upstream.config.tls.verify:
-                self.log.event("tls_verification_off", "warning", upstream=name)
+                self.log.event("tls_verification_off", "warning", upstream=upstream.name)
+
+    async def _listen(self, listener: Listener) -> None:
+        plane = self._data_plane(listener)
+        server = HardenedServer(plane.handle, listener.limits, plane.malformed)
+        host, port = split_address(listener.address)
+        loop = asyncio.get_running_loop()
+        sock_server = await loop.create_server(server, host, port, reuse_address=True, backlog=1024)
+        self._servers[_key(listener)] = (plane, server, sock_server)
+        self.ports[listener.name] = sock_server.sockets[0].getsockname()[1]
+
+    async def start(self) -> None:
+        await self._start_upstreams(list(self.upstreams.values()))
         try:
-            for i, listener in enumerate(self.config.listeners):
-                plane = self._data_plane(i)
-                server = HardenedServer(plane.handle, listener.limits, plane.malformed)
-                host, port = split_address(listener.address)
-                sock_server = await loop.create_server(
-                    server, host, port, reuse_address=True, backlog=1024
-                )
-                self._servers.append((listener.name, server, sock_server))
-                self.ports[listener.name] = sock_server.sockets[0].getsockname()[1]
+            for listener in self.config.listeners:
+                await self._listen(listener)
             await self._start_control()
         except OSError as exc:
             await self.close()
@@ -174,7 +175,7 @@ class Fender:
         app = control_app(
             metrics=self.metrics,
             ready=self.ready,
-            config_view=self.config.public_view,
+            config_view=lambda: self.config.public_view(),
             token=token,
             fender=self,
             audit=self.audit,
@@ -185,6 +186,59 @@ class Fender:
         site = web.TCPSite(self._control, host, port, reuse_address=True)
         await site.start()
         self.ports["control"] = self._control.addresses[0][1]
+
+    async def reload_from_file(self) -> tuple[bool, str]:
+        """Load the policy file again and swap it in; a bad file changes nothing.
+        Returns (success, the new hash or the problems)."""
+        try:
+            config = load_config(self.config.source)
+        except ConfigError as exc:
+            self.metrics.count_reload("failure")
+            self.log.event("reload_failed", "error", config=self.config.source, problems=str(exc))
+            return False, str(exc)
+        if config.hash == self.config.hash:
+            return True, config.hash  # the same policy: nothing to swap
+        await self.reload(config)
+        return True, config.hash
+
+    async def reload(self, config: Config) -> None:
+        """Swap in a new config: new requests use it, requests in flight finish on theirs."""
+        old = self.generation
+        generation, fresh = self._build(config, old)
+        await self._start_upstreams(fresh)
+        self.generation, self.config = generation, config
+        for listener in config.listeners:
+            served = self._servers.get(_key(listener))
+            if served is None:
+                await self._listen(listener)
+                continue
+            plane, server, sock_server = served
+            plane.listener, plane.access_log = listener.name, config.log.access
+            plane.routing = generation.routings[listener.name]
+            self.ports[listener.name] = sock_server.sockets[0].getsockname()[1]
+        keys = {_key(listener) for listener in config.listeners}
+        for key in [k for k in self._servers if k not in keys]:
+            _, server, sock_server = self._servers.pop(key)
+            sock_server.close()
+            self._retire(server.shutdown(config.drain.timeout))
+        kept = set(map(id, generation.upstreams.values()))
+        for upstream in old.upstreams.values():
+            if id(upstream) not in kept:  # its requests in flight get the drain timeout
+                self._retire(self._close_later(upstream, config.drain.timeout))
+        if split_address(config.control.address) != split_address(old.config.control.address):
+            self.log.event("control_address_unchanged", "warning", reason="needs a restart")
+        self.metrics.set_config(config.hash)
+        self.metrics.count_reload("success")
+        self.log.event("reloaded", config=config.source, config_hash=config.hash)
+
+    def _retire(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+
+    async def _close_later(self, upstream: Upstream, after: float) -> None:
+        await self.clock.sleep(after)
+        await upstream.close()
 
     async def drain(self, skip_delay: asyncio.Event | None = None) -> None:
         """Graceful stop: see the module docstring for the sequence."""
@@ -197,23 +251,32 @@ class Fender:
             await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             sleeper.cancel()
-        for _, _, sock_server in self._servers:
+        served = list(self._servers.values())
+        for _, _, sock_server in served:
             sock_server.close()  # stop accepting; open connections stay
-        await asyncio.gather(*(server.shutdown(drain.timeout) for _, server, _ in self._servers))
+        await asyncio.gather(*(server.shutdown(drain.timeout) for _, server, _ in served))
         await self.close()
         self.log.event("stopped")
 
     async def close(self) -> None:
         """Stop everything now (after drain, or when start failed)."""
-        for _, _, sock_server in self._servers:
+        for _, _, sock_server in self._servers.values():
             sock_server.close()
         self._servers.clear()
+        for task in self._retired:
+            task.cancel()
         for upstream in self.upstreams.values():
             await upstream.close()
         if self._control is not None:
             await self._control.cleanup()
             self._control = None
         self.log.flush()
+
+
+def _key(listener: Listener) -> str:
+    """A listener keeps its socket across reloads while its address stays; port 0 (the
+    kernel picks) is told apart by the listener's name."""
+    return listener.address if not listener.address.endswith(":0") else f"{listener.name}@0"
 
 
 class StartError(Exception):

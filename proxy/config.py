@@ -31,7 +31,16 @@ from .config_upstream import HeaderRules, Upstream
 from .loader import ConfigError, Document, KeyPath, Problem, read_document
 from .units import Duration, Size
 
-__all__ = ["Config", "ConfigError", "HeaderRules", "Upstream", "load_config", "split_address"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "HeaderRules",
+    "Listener",
+    "Route",
+    "Upstream",
+    "load_config",
+    "split_address",
+]
 
 
 class Control(Section):

@@ -115,6 +115,12 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=r,
         )
+        self.config_reloads = Counter(
+            "fender_config_reloads_total",
+            "Reloads of the policy file, by result (success, failure: the old one kept).",
+            ["result"],
+            registry=r,
+        )
         self.config_info = Gauge(
             "fender_config_info",
             "1 for the hash of the policy file that runs.",
@@ -180,6 +186,9 @@ class Metrics:
                     outcome = sample.labels["outcome"]
                     outcomes[outcome] = outcomes.get(outcome, 0) + int(sample.value)
         return routes
+
+    def count_reload(self, result: str) -> None:
+        self.config_reloads.labels(result).inc()
 
     def set_config(self, config_hash: str) -> None:
         self.config_info.clear()

@@ -40,14 +40,22 @@ class RouteTarget:
     handler: Handler
 
 
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """A listener's routes and where they lead. A reload swaps it whole: a request reads
+    it once, at its start, and keeps what it read."""
+
+    router: Router
+    targets: Mapping[str, RouteTarget]
+
+
 class DataPlane:
     """The request handler of one listener."""
 
     def __init__(
         self,
         listener: str,
-        router: Router,
-        targets: Mapping[str, RouteTarget],
+        routing: Routing,
         *,
         metrics: Metrics,
         log: JsonLog,
@@ -56,8 +64,7 @@ class DataPlane:
         draining: Callable[[], bool],
     ) -> None:
         self.listener = listener
-        self.router = router
-        self.targets = targets
+        self.routing = routing
         self.metrics = metrics
         self.log = log
         self.clock = clock
@@ -154,10 +161,11 @@ class DataPlane:
         path = normalize_path(target[0]) if target else None
         if target is None or path is None:
             raise Rejected("bad_request", "the request target is not a usable path", status=400)
-        route = self.router.match(request.method, request.host, path, request.headers)
+        routing = self.routing
+        route = routing.router.match(request.method, request.host, path, request.headers)
         if route is None:
             raise Rejected("no_route", f"no route for {request.method} {path}", status=404)
-        dest = self.targets[route.name]
+        dest = routing.targets[route.name]
         peer = request.transport.get_extra_info("peername") if request.transport else None
         client_ip = peer[0] if peer else None
         call = Call(
