@@ -28,6 +28,7 @@ from .metrics import Metrics
 from .policies import Guards
 from .server import DataPlane
 from .upstream import AttemptRecorder, Upstream
+from .watch import stamp, watch_file
 
 
 class Fender:
@@ -55,7 +56,10 @@ class Fender:
         self.audit = AuditLog.to_file(audit_file) if audit_file else AuditLog(self.log.raw)
         # by listener address: its data plane, its aiohttp server, its socket server
         self._servers: dict[str, tuple[DataPlane, HardenedServer, asyncio.Server]] = {}
-        self._retired: set[asyncio.Task[None]] = set()  # old pools closing after a reload
+        self._retired: set[asyncio.Task[None]] = set()  # work left by reloads
+        self._retired_upstreams: set[Upstream] = set()  # replaced, closing after a grace
+        self._watcher: asyncio.Future[None] | None = None
+        self._reloading = asyncio.Lock()  # one reload at a time, whatever triggered it
         self._control: web.AppRunner | None = None
         self.ports: dict[str, int] = {}  # listener name (and "control") -> bound port
 
@@ -166,6 +170,14 @@ class Fender:
         self.log.event(
             "started", config=self.config.source, config_hash=self.config.hash, ports=self.ports
         )
+        reload = self.config.reload
+        if reload.watch and stamp(self.config.source) is not None:  # a file, not <memory>
+            watcher = watch_file(self.config.source, reload.interval, self.clock, self._on_change)
+            self._watcher = asyncio.ensure_future(watcher)
+
+    async def _on_change(self) -> None:
+        self.log.event("config_changed", config=self.config.source)
+        await self.reload_from_file()
 
     async def _start_control(self) -> None:
         control = self.config.control
@@ -190,14 +202,20 @@ class Fender:
     async def reload_from_file(self) -> tuple[bool, str]:
         """Load the policy file again and swap it in; a bad file changes nothing.
         Returns (success, the new hash or the problems)."""
+        async with self._reloading:
+            return await self._reload_from_file()
+
+    async def _reload_from_file(self) -> tuple[bool, str]:
         try:
             config = load_config(self.config.source)
         except ConfigError as exc:
             self.metrics.count_reload("failure")
             self.log.event("reload_failed", "error", config=self.config.source, problems=str(exc))
             return False, str(exc)
-        if config.hash == self.config.hash:
-            return True, config.hash  # the same policy: nothing to swap
+        # Whole configs compared, not hashes: the hash leaves secret values out, and a
+        # rotated API key must still be swapped in.
+        if config == self.config:
+            return True, config.hash
         await self.reload(config)
         return True, config.hash
 
@@ -224,6 +242,7 @@ class Fender:
         kept = set(map(id, generation.upstreams.values()))
         for upstream in old.upstreams.values():
             if id(upstream) not in kept:  # its requests in flight get the drain timeout
+                self._retired_upstreams.add(upstream)
                 self._retire(self._close_later(upstream, config.drain.timeout))
         if split_address(config.control.address) != split_address(old.config.control.address):
             self.log.event("control_address_unchanged", "warning", reason="needs a restart")
@@ -238,6 +257,7 @@ class Fender:
 
     async def _close_later(self, upstream: Upstream, after: float) -> None:
         await self.clock.sleep(after)
+        self._retired_upstreams.discard(upstream)
         await upstream.close()
 
     async def drain(self, skip_delay: asyncio.Event | None = None) -> None:
@@ -265,12 +285,21 @@ class Fender:
         self._servers.clear()
         for task in self._retired:
             task.cancel()
+        for upstream in self._retired_upstreams:
+            await upstream.close()
+        self._retired_upstreams.clear()
+        if self._watcher is not None:
+            self._watcher.cancel()
         for upstream in self.upstreams.values():
             await upstream.close()
         if self._control is not None:
             await self._control.cleanup()
             self._control = None
         self.log.flush()
+
+
+async def _reload(fender: Fender) -> None:
+    await fender.reload_from_file()
 
 
 def _key(listener: Listener) -> str:
@@ -298,6 +327,12 @@ async def serve(config: Config, log: JsonLog) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+
+    def on_hangup() -> None:
+        log.event("signal", signal="SIGHUP")
+        fender._retire(_reload(fender))
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         await fender.start()
     except StartError as exc:

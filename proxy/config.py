@@ -83,6 +83,15 @@ class Drain(Section):
     """Then stop accepting, and give in-flight requests this long before aborting them."""
 
 
+class Reload(Section):
+    """Hot reload: the policy file is read again on SIGHUP, POST /reload, and (with
+    `watch`) when it changes on disk."""
+
+    watch: bool = True
+    interval: Duration = unit("1s")
+    """How often the file is looked at."""
+
+
 class Log(Section):
     access: bool = True
     """One JSON line per request on stdout."""
@@ -151,6 +160,7 @@ class Config(Section):
     version: Literal[1]
     control: Control = Control()
     drain: Drain = Drain()
+    reload: Reload = Reload()
     log: Log = Log()
     listeners: tuple[Listener, ...] = Field(min_length=1)
     upstreams: dict[Name, Upstream] = Field(min_length=1)

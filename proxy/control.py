@@ -32,6 +32,8 @@ class Controlled(Protocol):
 
     def request_drain(self) -> None: ...
 
+    async def reload_from_file(self) -> tuple[bool, str]: ...
+
 
 OPEN_PATHS = frozenset({"/metrics", "/livez", "/readyz"})
 _PROM_TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -103,6 +105,14 @@ def control_app(
         audit.record(f"breaker.{action}", upstream=upstream, ttl_s=ttl, remote=request.remote or "")
         return json_response({"upstream": upstream, "breaker": breaker.status()})
 
+    async def post_reload(request: web.Request) -> web.Response:
+        ok, detail = await fender.reload_from_file()
+        result = "success" if ok else "failure"
+        audit.record("reload", result=result, remote=request.remote or "")
+        if ok:
+            return json_response({"result": result, "config_hash": detail})
+        return json_response({"result": result, "problems": detail.splitlines()[1:]}, 422)
+
     async def post_drain(request: web.Request) -> web.Response:
         audit.record("drain", remote=request.remote or "")
         fender.request_drain()
@@ -112,6 +122,7 @@ def control_app(
     app.router.add_get("/status", get_status, allow_head=False)
     app.router.add_post(r"/breakers/{upstream}/{action:open|close|reset}", post_breaker)
     app.router.add_post("/drain", post_drain)
+    app.router.add_post("/reload", post_reload)
     app.router.add_get("/metrics", get_metrics, allow_head=False)
     app.router.add_get("/livez", livez, allow_head=False)
     app.router.add_get("/readyz", readyz, allow_head=False)
