@@ -103,7 +103,7 @@ class Fender:
         upstreams: dict[str, Any] = {}
         for name, upstream in self.upstreams.items():
             guards = self.guards[name]
-            entry: dict[str, Any] = {"endpoints": [e.label for e in upstream.endpoints]}
+            entry: dict[str, Any] = {"endpoints": upstream.endpoint_status()}
             entry["breaker"] = guards.breaker.status() if guards.breaker else None
             entry["bulkhead"] = (
                 {

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .config_types import Condition, Endpoint, HeaderName, Section, unit
+from .config_types import Condition, Endpoint, HeaderName, PathText, Section, unit
 from .units import Duration, Rate, Ratio
 
 
@@ -105,6 +105,32 @@ class Pool(Section):
     closes an idle connection before the upstream does and never sends on a dead one."""
 
 
+class HealthCheck(Section):
+    """Active checks: each endpoint is asked `path` every `interval`."""
+
+    path: PathText
+    interval: Duration = unit("10s")
+    timeout: Duration = unit("2s")
+    healthy: int = Field(default=2, ge=1)
+    """Passed checks in a row that make an unhealthy endpoint healthy again."""
+    unhealthy: int = Field(default=3, ge=1)
+    """Failed checks in a row that make an endpoint unhealthy."""
+    expect_status: tuple[Condition, ...] = ("2xx",)
+    """Statuses (or classes) that pass."""
+
+
+class Outlier(Section):
+    """Passive ejection: an endpoint failing real requests is left out for a while."""
+
+    consecutive_failures: int = Field(default=5, ge=1)
+    ejection: Duration = unit("30s")
+    """How long it is left out; doubled on each ejection in a row, up to max_ejection."""
+    max_ejection: Duration = unit("5m")
+    max_ejected: Ratio = unit("50%")
+    """Never more than this share of the upstream's endpoints out at once (at least one
+    endpoint always stays in)."""
+
+
 class Upstream(Section):
     endpoints: tuple[Endpoint, ...] = Field(min_length=1)
     """`http://` or `https://` base URLs, used round robin."""
@@ -116,3 +142,7 @@ class Upstream(Section):
     circuit_breaker: CircuitBreaker | None = None
     bulkhead: Bulkhead | None = None
     rate_limit: UpstreamRateLimit | None = None
+    health_check: HealthCheck | None = None
+    outlier: Outlier | None = None
+    """Endpoint selection skips unhealthy and ejected endpoints; when every endpoint is
+    out, it tries them all anyway (never a self-inflicted outage)."""

@@ -55,7 +55,9 @@ def build(
             gen.upstreams[name] = previous.upstreams[name]
             gen.guards[name] = previous.guards[name]
             continue
-        upstream = Upstream(name, section, recorder(name), clock)
+        upstream = Upstream(name, section, recorder(name), clock, log)
+        if upstream.health is not None:
+            metrics.watch_health(name, upstream.health)
         gen.upstreams[name] = upstream
         gen.guards[name] = build_guards(upstream, clock=clock, metrics=metrics, log=log)
         fresh.append(upstream)

@@ -8,7 +8,7 @@ labelled children so a request costs dictionary look-ups, not label validation.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -18,6 +18,9 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+
+if TYPE_CHECKING:
+    from .health import Health
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 NO_ROUTE = "_unmatched"  # route and upstream label of requests no route took
@@ -115,6 +118,12 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=r,
         )
+        self.upstream_healthy = Gauge(
+            "fender_upstream_healthy",
+            "1 while an endpoint may take traffic (healthy and not ejected), else 0.",
+            ["upstream", "endpoint"],
+            registry=r,
+        )
         self.config_reloads = Counter(
             "fender_config_reloads_total",
             "Reloads of the policy file, by result (success, failure: the old one kept).",
@@ -186,6 +195,12 @@ class Metrics:
                     outcome = sample.labels["outcome"]
                     outcomes[outcome] = outcomes.get(outcome, 0) + int(sample.value)
         return routes
+
+    def watch_health(self, upstream: str, health: Health) -> None:
+        """Endpoint health is read when scraped: nothing to update per request."""
+        for endpoint in health.states:
+            gauge = self.upstream_healthy.labels(upstream, endpoint)
+            gauge.set_function(lambda e=endpoint: float(health.usable(e)))  # type: ignore[misc]
 
     def count_reload(self, result: str) -> None:
         self.config_reloads.labels(result).inc()

@@ -7,20 +7,25 @@ environment. TLS is verified unless the upstream says `tls.verify: false`.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from .classify import is_failure
 from .clock import Clock
 from .config import Upstream as UpstreamConfig
 from .headers import RequestHeaders, response_headers
+from .health import Health
+from .logs import JsonLog
 from .pipeline import INF, Call, Rejected, Reply, UpstreamFailed
 
+_NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 # Response bodies of a known length up to this are read whole within the attempt.
 SMALL_BODY = 64 * 1024
 _SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
@@ -41,7 +46,12 @@ class Upstream:
     """Pool, endpoint choice and send() for one configured upstream."""
 
     def __init__(
-        self, name: str, config: UpstreamConfig, record: AttemptRecorder, clock: Clock
+        self,
+        name: str,
+        config: UpstreamConfig,
+        record: AttemptRecorder,
+        clock: Clock,
+        log: JsonLog | None = None,
     ) -> None:
         self.name = name
         self.clock = clock
@@ -52,6 +62,17 @@ class Upstream:
         self._next = itertools.cycle(self.endpoints)
         self._record = record
         self._session: aiohttp.ClientSession | None = None
+        self.health: Health | None = None
+        if config.health_check is not None or config.outlier is not None:
+            self.health = Health(
+                name,
+                [e.label for e in self.endpoints],
+                config.health_check,
+                config.outlier,
+                clock,
+                log or JsonLog(),
+            )
+        self._checks: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -69,13 +90,34 @@ class Upstream:
             trust_env=False,
             timeout=aiohttp.ClientTimeout(total=None),
         )
+        if self.health is not None and self.config.health_check is not None:
+            self._checks = asyncio.ensure_future(self.health.run_checks(self._probe))
         # aiohttp silently sends an idempotent request a second time when its connection
         # drops before the answer. The upstream then sees attempts Fender never counted,
         # and the retry policy (budget, backoff, idempotency rules) is bypassed. Fender
         # makes every attempt itself: a dropped connection is a `reset` for Retry to judge.
         self._session._retry_connection = False
 
+    async def _probe(self, base: str) -> int | None:
+        """One active health check of one endpoint: its status, or None."""
+        check = self.config.health_check
+        assert check is not None and self._session is not None
+        headers = self.request_headers.build(_NO_HEADERS, "health-check", None)
+        try:
+            async with self._session.get(
+                URL(base + check.path, encoded=True),
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=check.timeout),
+            ) as response:
+                return response.status
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+
     async def close(self) -> None:
+        if self._checks is not None:
+            self._checks.cancel()
+            self._checks = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -89,12 +131,42 @@ class Upstream:
         return True
 
     def pick(self, avoid: str | None = None) -> Endpoint:
-        """The next endpoint, round robin; not `avoid` (the last one tried) if there is
-        another."""
-        endpoint = next(self._next)
-        if endpoint.label == avoid and len(self.endpoints) > 1:
+        """The next endpoint, round robin: a usable one (healthy, not ejected) and not
+        `avoid` (the last one tried) when there is such a one; when every endpoint is
+        out, the next one anyway."""
+        health = self.health
+        if health is None:
             endpoint = next(self._next)
-        return endpoint
+            if endpoint.label == avoid and len(self.endpoints) > 1:
+                endpoint = next(self._next)
+            return endpoint
+        first = None
+        for _ in range(len(self.endpoints)):
+            endpoint = next(self._next)
+            if health.usable(endpoint.label):
+                if endpoint.label != avoid:
+                    return endpoint
+                first = first or endpoint
+        return first or next(self._next)
+
+    def endpoint_status(self) -> list[dict[str, object]]:
+        health, now = self.health, self.clock.monotonic()
+        out: list[dict[str, object]] = []
+        for endpoint in self.endpoints:
+            if health is None:
+                out.append({"endpoint": endpoint.label, "usable": True})
+                continue
+            state = health.states[endpoint.label]
+            ejected = max(0.0, state.ejected_until - now)
+            out.append(
+                {
+                    "endpoint": endpoint.label,
+                    "usable": health.usable(endpoint.label),
+                    "healthy": state.checked_ok,
+                    "ejected_for_s": round(ejected, 3),
+                }
+            )
+        return out
 
     def _client_timeout(self, connect: float | None) -> aiohttp.ClientTimeout:
         timeout = self._connect_timeouts.get(connect)
@@ -157,6 +229,8 @@ class Upstream:
             raise self._failed(endpoint, "reset", exc) from None
         self._record(endpoint.label, "response")
         failed = is_failure(response.status)
+        if self.health is not None:
+            self.health.record(endpoint.label, failure=failed)
         reply = Reply(
             status=response.status,
             reason=response.reason or "",
@@ -176,6 +250,8 @@ class Upstream:
         self, endpoint: Endpoint, reason: str, exc: BaseException, status: int = 502
     ) -> UpstreamFailed:
         self._record(endpoint.label, reason)
+        if self.health is not None:
+            self.health.record(endpoint.label, failure=True)
         # Only the OS's words about a connect: other exceptions' text may hold the full URL,
         # query included.
         os_error = getattr(exc, "os_error", None)

@@ -87,7 +87,7 @@ async def test_status_shows_guards_and_route_outcomes(upstream, proxy_factory, c
     async with client.get(f"{proxy.control_url}/status") as resp:
         status = await resp.json()
     up = status["upstreams"]["up"]
-    assert up["endpoints"] == [upstream.url]
+    assert up["endpoints"] == [{"endpoint": upstream.url, "usable": True}]
     assert up["breaker"]["state"] == "closed"
     assert up["bulkhead"] == {"in_flight": 0, "queued": 0, "max_concurrent": 4}
     assert status["routes"] == {"all": {"ok": 1}}
