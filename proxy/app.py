@@ -21,6 +21,7 @@ from .breaker import CircuitBreaker
 from .clock import Clock, RealClock
 from .config import Config, ConfigError, Listener, load_config, split_address
 from .control import control_app
+from .faults import Faults
 from .generation import Generation, build
 from .listener import HardenedServer
 from .logs import JsonLog
@@ -48,6 +49,7 @@ class Fender:
         self.metrics = metrics or Metrics()
         self.metrics.set_config(config.hash)
         self.rng = random.Random()  # jitter; tests may seed it
+        self.faults = Faults(self.clock)
         self.draining = False
         self.started = False
         self.generation, _ = self._build(config, None)
@@ -78,6 +80,7 @@ class Fender:
             log=self.log,
             rng=self.rng,
             recorder=self._attempt_recorder,
+            faults=self.faults,
         )
 
     @property
@@ -129,6 +132,7 @@ class Fender:
             "config_hash": self.config.hash,
             "upstreams": upstreams,
             "routes": self.metrics.outcomes_by_route(),
+            "faults": self.faults.view(),
         }
 
     def _data_plane(self, listener: Listener) -> DataPlane:

@@ -28,6 +28,7 @@ from .config_types import (
     unit,
 )
 from .config_upstream import HeaderRules, Upstream
+from .faults import FaultSpec
 from .loader import ConfigError, Document, KeyPath, Problem, read_document
 from .units import Duration, Size
 
@@ -165,6 +166,8 @@ class Config(Section):
     listeners: tuple[Listener, ...] = Field(min_length=1)
     upstreams: dict[Name, Upstream] = Field(min_length=1)
     policies: dict[Name, Policy] = Field(default_factory=dict)
+    faults: tuple[FaultSpec, ...] = ()
+    """Faults to inject (for test environments); the control API adds more at run time."""
 
     _source: str = PrivateAttr(default="<memory>")
     _templates: dict[KeyPath, str] = PrivateAttr(default_factory=dict)
@@ -242,6 +245,12 @@ def reference_problems(config: Config) -> list[tuple[KeyPath, str]]:
                 problems.append(
                     ((*at, "upstream"), f"no upstream named {route.upstream!r} (known: {known})")
                 )
+    routes = {r.name for listener in config.listeners for r in listener.routes}
+    for k, fault in enumerate(config.faults):
+        if fault.route is not None and fault.route not in routes:
+            problems.append((("faults", k, "route"), f"no route named {fault.route!r}"))
+        if fault.upstream is not None and fault.upstream not in config.upstreams:
+            problems.append((("faults", k, "upstream"), f"no upstream named {fault.upstream!r}"))
     for name, policy in config.policies.items():
         for k, step in enumerate(policy.fallback.chain if policy.fallback else ()):
             if step.upstream is not None and step.upstream not in config.upstreams:

@@ -14,9 +14,11 @@ from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
+from pydantic import ValidationError
 
 from .audit import AuditLog
 from .breaker import CircuitBreaker
+from .faults import Faults, FaultSpec
 from .metrics import Metrics
 from .units import parse_duration
 
@@ -33,6 +35,9 @@ class Controlled(Protocol):
     def request_drain(self) -> None: ...
 
     async def reload_from_file(self) -> tuple[bool, str]: ...
+
+    @property
+    def faults(self) -> Faults: ...
 
 
 OPEN_PATHS = frozenset({"/metrics", "/livez", "/readyz"})
@@ -113,6 +118,26 @@ def control_app(
             return json_response({"result": result, "config_hash": detail})
         return json_response({"result": result, "problems": detail.splitlines()[1:]}, 422)
 
+    async def post_fault(request: web.Request) -> web.Response:
+        try:
+            body = orjson.loads(await request.read())
+            ttl = parse_duration(body.pop("ttl", None)) if isinstance(body, dict) else None
+            spec = FaultSpec.model_validate(body)
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            return json_response({"error": "bad_fault", "detail": _first_line(exc)}, 400)
+        if ttl is None or not 0 < ttl <= MAX_TTL:
+            return json_response({"error": "bad_ttl", "detail": TTL_HELP}, 400)
+        fault = fender.faults.add(spec, ttl)
+        audit.record("fault.add", id=fault.id, fault=body, ttl_s=ttl, remote=request.remote or "")
+        return json_response({"id": fault.id}, 201)
+
+    async def delete_fault(request: web.Request) -> web.Response:
+        fault_id = request.match_info["id"]
+        if not fender.faults.remove(fault_id):
+            return json_response({"error": "no_fault", "id": fault_id}, 404)
+        audit.record("fault.remove", id=fault_id, remote=request.remote or "")
+        return json_response({"removed": fault_id})
+
     async def post_drain(request: web.Request) -> web.Response:
         audit.record("drain", remote=request.remote or "")
         fender.request_drain()
@@ -123,6 +148,8 @@ def control_app(
     app.router.add_post(r"/breakers/{upstream}/{action:open|close|reset}", post_breaker)
     app.router.add_post("/drain", post_drain)
     app.router.add_post("/reload", post_reload)
+    app.router.add_post("/faults", post_fault)
+    app.router.add_delete("/faults/{id}", delete_fault)
     app.router.add_get("/metrics", get_metrics, allow_head=False)
     app.router.add_get("/livez", livez, allow_head=False)
     app.router.add_get("/readyz", readyz, allow_head=False)
@@ -131,6 +158,14 @@ def control_app(
 
 
 TTL_HELP = 'give a ttl, like {"ttl": "10m"} (at most 24h): the override then expires by itself'
+
+
+def _first_line(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'fault'}: {e['msg']}" for e in exc.errors()
+        )
+    return str(exc).strip().splitlines()[0][:300]
 
 
 async def _ttl(request: web.Request) -> float | None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from .clock import Clock
 from .config import Config, Route
+from .faults import Faults
 from .logs import JsonLog
 from .metrics import Metrics
 from .policies import Guards, build_guards, build_pipeline
@@ -45,17 +46,19 @@ def build(
     log: JsonLog,
     rng: random.Random,
     recorder: Callable[[str], AttemptRecorder],
+    faults: Faults,
 ) -> tuple[Generation, list[Upstream]]:
     """The new generation, and the upstreams it made afresh (they need start())."""
     gen = Generation(config)
     fresh: list[Upstream] = []
+    faults.declared(config.faults)
     for name, section in config.upstreams.items():
         kept = previous is not None and previous.config.upstreams.get(name) == section
         if previous is not None and kept:
             gen.upstreams[name] = previous.upstreams[name]
             gen.guards[name] = previous.guards[name]
             continue
-        upstream = Upstream(name, section, recorder(name), clock, log)
+        upstream = Upstream(name, section, recorder(name), clock, log, faults)
         if upstream.health is not None:
             metrics.watch_health(name, upstream.health)
         gen.upstreams[name] = upstream

@@ -20,6 +20,7 @@ from yarl import URL
 from .classify import is_failure
 from .clock import Clock
 from .config import Upstream as UpstreamConfig
+from .faults import Faults, FaultSpec
 from .headers import RequestHeaders, response_headers
 from .health import Health
 from .logs import JsonLog
@@ -52,6 +53,7 @@ class Upstream:
         record: AttemptRecorder,
         clock: Clock,
         log: JsonLog | None = None,
+        faults: Faults | None = None,
     ) -> None:
         self.name = name
         self.clock = clock
@@ -62,6 +64,7 @@ class Upstream:
         self._next = itertools.cycle(self.endpoints)
         self._record = record
         self._session: aiohttp.ClientSession | None = None
+        self.faults = faults
         self.health: Health | None = None
         if config.health_check is not None or config.outlier is not None:
             self.health = Health(
@@ -192,8 +195,15 @@ class Upstream:
         call.attempts += 1
         call.sent_at = self.clock.monotonic()
         body: bytes | None = None
+        fault = (
+            self.faults.pick(call.route, self.name) if self.faults and self.faults.active else None
+        )
         try:
             async with self.clock.timeout(limit):
+                if fault is not None:
+                    injected = await self._inject(fault, endpoint)
+                    if injected is not None:
+                        return injected
                 response = await self._session.request(
                     call.method,
                     endpoint.url(call.target),
@@ -245,6 +255,24 @@ class Upstream:
             reply.body = response.content.iter_any()
             reply.release = response.release
         return reply
+
+    async def _inject(self, fault: FaultSpec, endpoint: Endpoint) -> Reply | None:
+        """Play a fault where a real one happens; an abort answers instead of the upstream."""
+        if fault.delay:
+            await self.clock.sleep(fault.delay)
+        if fault.reset:
+            raise aiohttp.ServerDisconnectedError("injected fault")
+        if fault.abort is None:
+            return None
+        self._record(endpoint.label, "fault")
+        failed = is_failure(fault.abort)
+        return Reply(
+            status=fault.abort,
+            headers=CIMultiDict({"content-type": "application/json", "x-fender-fault": "abort"}),
+            body=b'{"error": "injected fault"}',
+            outcome="failed" if failed else "ok",
+            fender_reason="upstream_status" if failed else "",
+        )
 
     def _failed(
         self, endpoint: Endpoint, reason: str, exc: BaseException, status: int = 502

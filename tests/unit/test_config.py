@@ -135,3 +135,18 @@ def test_keys_are_text_as_written_so_on_is_not_a_boolean(tmp_path):
     )
     config = load(tmp_path, text)
     assert config.policies["p"].retry.on == ("503", "5xx", "reset")
+
+
+@pytest.mark.parametrize(
+    ("fault", "problem"),
+    [
+        ("{route: nope, abort: 503}", "f:14: faults[0].route: no route named 'nope'"),
+        ("{upstream: openai}", "f:14: faults[0]: give a delay, an abort status or reset: true"),
+        (
+            "{route: chat, upstream: openai, reset: true}",
+            "f:14: faults[0]: give exactly one of route or upstream",
+        ),
+    ],
+)
+def test_declared_faults_are_checked(tmp_path, fault, problem):
+    assert problems(tmp_path, GOOD + f"faults:\n  - {fault}\n") == [problem]
