@@ -17,10 +17,11 @@ from typing import Any
 from aiohttp import web
 
 from .audit import AuditLog
-from .breaker import CircuitBreaker
+from .breaker import OPEN, CircuitBreaker
 from .clock import Clock, RealClock
 from .config import Config, ConfigError, Listener, load_config, split_address
 from .control import control_app
+from .degradation import Degradation
 from .faults import Faults
 from .generation import Generation, build
 from .listener import HardenedServer
@@ -30,6 +31,8 @@ from .policies import Guards
 from .server import DataPlane
 from .upstream import AttemptRecorder, Upstream
 from .watch import stamp, watch_file
+
+DEGRADATION_EVERY = 1.0  # seconds between looks at the degradation level
 
 
 class Fender:
@@ -48,8 +51,11 @@ class Fender:
         self.clock = clock or RealClock()
         self.metrics = metrics or Metrics()
         self.metrics.set_config(config.hash)
+        self.log.set_level(config.log.level)
         self.rng = random.Random()  # jitter; tests may seed it
         self.faults = Faults(self.clock)
+        self.degradation = Degradation(self.clock, self.log)
+        self.metrics.degradation_level.set_function(lambda: self.degradation.level)
         self.draining = False
         self.started = False
         self.generation, _ = self._build(config, None)
@@ -81,6 +87,7 @@ class Fender:
             rng=self.rng,
             recorder=self._attempt_recorder,
             faults=self.faults,
+            level=self.degradation.current,
         )
 
     @property
@@ -103,6 +110,7 @@ class Fender:
 
     def status(self) -> dict[str, Any]:
         """What GET /status shows: the state of every upstream's guards and route."""
+        self.degradation.evaluate(self.downs())
         upstreams: dict[str, Any] = {}
         for name, upstream in self.upstreams.items():
             guards = self.guards[name]
@@ -133,7 +141,29 @@ class Fender:
             "upstreams": upstreams,
             "routes": self.metrics.outcomes_by_route(),
             "faults": self.faults.view(),
+            "degradation": self.degradation.status(),
         }
+
+    def downs(self) -> dict[str, str]:
+        """The upstreams that are down (circuit open, or no usable endpoint): priorities."""
+        out: dict[str, str] = {}
+        for name, upstream in self.upstreams.items():
+            breaker, health = self.guards[name].breaker, upstream.health
+            is_open = breaker is not None and breaker.state == OPEN
+            no_endpoint = health is not None and not any(
+                health.usable(e.label) for e in upstream.endpoints
+            )
+            if is_open or no_endpoint:
+                out[name] = upstream.config.priority
+        return out
+
+    def set_degradation(self, level: str | None, ttl: float) -> None:
+        self.degradation.set_by_hand(level, ttl, self.downs())
+
+    async def _watch_degradation(self) -> None:
+        while True:
+            self.degradation.evaluate(self.downs())
+            await self.clock.sleep(DEGRADATION_EVERY)
 
     def _data_plane(self, listener: Listener) -> DataPlane:
         return DataPlane(
@@ -174,6 +204,7 @@ class Fender:
         self.log.event(
             "started", config=self.config.source, config_hash=self.config.hash, ports=self.ports
         )
+        self._retire(self._watch_degradation())
         reload = self.config.reload
         if reload.watch and stamp(self.config.source) is not None:  # a file, not <memory>
             watcher = watch_file(self.config.source, reload.interval, self.clock, self._on_change)
@@ -195,6 +226,7 @@ class Fender:
             token=token,
             fender=self,
             audit=self.audit,
+            log=self.log,
         )
         self._control = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._control.setup()
@@ -229,6 +261,8 @@ class Fender:
         generation, fresh = self._build(config, old)
         await self._start_upstreams(fresh)
         self.generation, self.config = generation, config
+        if config.log.level != old.config.log.level:
+            self.log.set_level(config.log.level)
         for listener in config.listeners:
             served = self._servers.get(_key(listener))
             if served is None:

@@ -96,6 +96,8 @@ class Reload(Section):
 class Log(Section):
     access: bool = True
     """One JSON line per request on stdout."""
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    """Lines below it are dropped (request lines are info); `POST /log-level` changes it."""
 
 
 class Limits(Section):
@@ -146,6 +148,9 @@ class Route(Section):
     rewrite: Rewrite = Rewrite()
     policy: Name | None = None
     """A name under `policies`; without one: default timeouts, no retry."""
+    shed_at: Literal["degraded", "limited", "emergency"] | None = None
+    """At this degradation level or worse, requests go straight to the fallback (or get
+    503 `shed`) without calling the upstream."""
 
 
 class Listener(Section):

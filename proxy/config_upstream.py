@@ -142,6 +142,8 @@ class Upstream(Section):
     circuit_breaker: CircuitBreaker | None = None
     bulkhead: Bulkhead | None = None
     rate_limit: UpstreamRateLimit | None = None
+    priority: Literal["critical", "high", "normal", "low"] = "normal"
+    """How much its being down weighs in the degradation level."""
     health_check: HealthCheck | None = None
     outlier: Outlier | None = None
     """Endpoint selection skips unhealthy and ejected endpoints; when every endpoint is

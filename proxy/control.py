@@ -18,7 +18,10 @@ from pydantic import ValidationError
 
 from .audit import AuditLog
 from .breaker import CircuitBreaker
+from .degradation import LEVELS
 from .faults import Faults, FaultSpec
+from .logs import LEVELS as LOG_LEVELS
+from .logs import JsonLog
 from .metrics import Metrics
 from .units import parse_duration
 
@@ -39,6 +42,8 @@ class Controlled(Protocol):
     @property
     def faults(self) -> Faults: ...
 
+    def set_degradation(self, level: str | None, ttl: float) -> None: ...
+
 
 OPEN_PATHS = frozenset({"/metrics", "/livez", "/readyz"})
 _PROM_TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -56,6 +61,7 @@ def control_app(
     token: str | None,
     fender: Controlled,
     audit: AuditLog,
+    log: JsonLog,
 ) -> web.Application:
     @web.middleware
     async def guard(
@@ -138,6 +144,42 @@ def control_app(
         audit.record("fault.remove", id=fault_id, remote=request.remote or "")
         return json_response({"removed": fault_id})
 
+    async def post_degradation(request: web.Request) -> web.Response:
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            body = None
+        level = body.get("level") if isinstance(body, dict) else None
+        if level == "auto":
+            fender.set_degradation(None, 0)
+        elif level in LEVELS:
+            ttl = await _ttl(request)
+            if ttl is None:
+                return json_response({"error": "bad_ttl", "detail": TTL_HELP}, 400)
+            fender.set_degradation(level, ttl)
+        else:
+            detail = f"level is one of {', '.join(LEVELS)}, or auto"
+            return json_response({"error": "bad_level", "detail": detail}, 400)
+        audit.record("degradation", level=level, remote=request.remote or "")
+        return json_response(fender.status()["degradation"])
+
+    async def get_log_level(request: web.Request) -> web.Response:
+        return json_response({"level": log.level})
+
+    async def post_log_level(request: web.Request) -> web.Response:
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            body = None
+        level = body.get("level") if isinstance(body, dict) else None
+        if level not in LOG_LEVELS:
+            detail = f"level is one of {', '.join(LOG_LEVELS)}"
+            return json_response({"error": "bad_level", "detail": detail}, 400)
+        was = log.level
+        log.set_level(level)
+        audit.record("log_level", was=was, level=level, remote=request.remote or "")
+        return json_response({"level": level})
+
     async def post_drain(request: web.Request) -> web.Response:
         audit.record("drain", remote=request.remote or "")
         fender.request_drain()
@@ -148,6 +190,9 @@ def control_app(
     app.router.add_post(r"/breakers/{upstream}/{action:open|close|reset}", post_breaker)
     app.router.add_post("/drain", post_drain)
     app.router.add_post("/reload", post_reload)
+    app.router.add_post("/degradation", post_degradation)
+    app.router.add_get("/log-level", get_log_level, allow_head=False)
+    app.router.add_post("/log-level", post_log_level)
     app.router.add_post("/faults", post_fault)
     app.router.add_delete("/faults/{id}", delete_fault)
     app.router.add_get("/metrics", get_metrics, allow_head=False)
@@ -169,11 +214,11 @@ def _first_line(exc: Exception) -> str:
 
 
 async def _ttl(request: web.Request) -> float | None:
-    """The `ttl` of an override, from the JSON body or the query; None if absent or bad."""
+    """The `ttl` of an override, from the query or the JSON body; None if absent or bad."""
     text = request.query.get("ttl")
-    if text is None and request.can_read_body:
+    if text is None and request.body_exists:
         try:
-            body = orjson.loads(await request.read())
+            body = orjson.loads(await request.read())  # read() keeps the body: reads again
         except orjson.JSONDecodeError:
             return None
         text = body.get("ttl") if isinstance(body, dict) else None

@@ -47,6 +47,7 @@ def build(
     rng: random.Random,
     recorder: Callable[[str], AttemptRecorder],
     faults: Faults,
+    level: Callable[[], int] = lambda: 0,
 ) -> tuple[Generation, list[Upstream]]:
     """The new generation, and the upstreams it made afresh (they need start())."""
     gen = Generation(config)
@@ -65,7 +66,9 @@ def build(
         gen.guards[name] = build_guards(upstream, clock=clock, metrics=metrics, log=log)
         fresh.append(upstream)
     for listener in config.listeners:
-        targets = {r.name: _target(gen, previous, r, clock, metrics, rng) for r in listener.routes}
+        targets = {
+            r.name: _target(gen, previous, r, clock, metrics, rng, level) for r in listener.routes
+        }
         router = Router([CompiledRoute.compile(r) for r in listener.routes])
         gen.routings[listener.name] = Routing(router, targets)
     return gen, fresh
@@ -78,6 +81,7 @@ def _target(
     clock: Clock,
     metrics: Metrics,
     rng: random.Random,
+    level: Callable[[], int],
 ) -> RouteTarget:
     policy = gen.config.policy_of(route)
     used = [route.upstream]
@@ -102,6 +106,8 @@ def _target(
         clock=clock,
         metrics=metrics,
         rng=rng,
+        shed_at=route.shed_at,
+        level=level,
     )
     target = RouteTarget(route.upstream, gen.upstreams[route.upstream].request_headers, handler)
     gen._routes[route.name] = (signature, target)

@@ -17,6 +17,7 @@ import orjson
 
 _UTC = datetime.UTC
 FLUSH_INTERVAL = 0.25
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 
 class JsonLog:
@@ -24,14 +25,24 @@ class JsonLog:
         self._stream = stream if stream is not None else sys.stdout.buffer
         self._pending: list[bytes] = []
         self._flusher: asyncio.TimerHandle | None = None
+        self.level = "info"  # lines below it are dropped (access lines are info)
+        self._threshold = LEVELS["info"]
+
+    def set_level(self, level: str) -> None:
+        self._threshold = LEVELS[level]
+        self.level = level
 
     def event(self, event: str, level: str = "info", **fields: Any) -> None:
         """Fender's own events: start, stop, errors. Written and flushed at once."""
+        if LEVELS.get(level, 40) < self._threshold:
+            return
         self._pending.append(self._line({"level": level, "event": event, **fields}))
         self.flush()
 
     def access(self, **fields: Any) -> None:
         """One request; written within FLUSH_INTERVAL."""
+        if self._threshold > LEVELS["info"]:
+            return
         self._pending.append(self._line({"level": "info", "event": "request", **fields}))
         if self._flusher is None:
             try:

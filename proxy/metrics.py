@@ -124,6 +124,11 @@ class Metrics:
             ["upstream", "endpoint"],
             registry=r,
         )
+        self.degradation_level = Gauge(
+            "fender_degradation_level",
+            "0 full, 1 degraded, 2 limited, 3 emergency.",
+            registry=r,
+        )
         self.config_reloads = Counter(
             "fender_config_reloads_total",
             "Reloads of the policy file, by result (success, failure: the old one kept).",

@@ -2,12 +2,14 @@
 
 DESIGN.md's request path, outermost first:
 
-    Fallback -> Deadline (total) -> RateLimit (route)
+    Fallback -> Shed -> Deadline (total) -> RateLimit (route)
       -> Retry -> [per attempt, the upstream's guards]
                   CircuitBreaker -> Bulkhead -> Quota -> attempt timeout -> send
 
 Why this order:
 - Fallback is outermost: it must see every failure below it, rejections included.
+- Shed (a route's `shed_at`) is right inside it: a shed request goes to the fallback
+  before it waits for anything or spends any token.
 - Deadline is next: it sets the limits that every wait below must fit in.
 - The route's RateLimit is spent once per request, before any attempt.
 - Retry wraps the upstream's guards, so each attempt is one breaker sample, holds one
@@ -24,12 +26,13 @@ sends to it, and by fallbacks that fail over to it.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..breaker import STATE_VALUE, CircuitBreaker
 from ..clock import Clock
 from ..config_policy import Policy as PolicyConfig
+from ..degradation import Shed
 from ..headers import RequestHeaders
 from ..logs import JsonLog
 from ..metrics import Metrics
@@ -87,6 +90,8 @@ def build_pipeline(
     clock: Clock,
     metrics: Metrics,
     rng: random.Random,
+    shed_at: str | None = None,
+    level: Callable[[], int] = lambda: 0,
 ) -> Handler:
     """The handler a route calls: its policies, in THE order, around its upstream's guards."""
     policies: list[Policy] = []
@@ -105,6 +110,8 @@ def build_pipeline(
                 metrics=metrics,
             )
         )
+    if shed_at is not None:
+        policies.append(Shed(shed_at, level))
     policies.append(Deadline(config.timeouts))
     if config.rate_limit is not None:
         policies.append(RateLimit(config.rate_limit, route, clock, metrics))

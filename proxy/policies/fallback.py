@@ -70,7 +70,7 @@ class Fallback:
         """The trigger this result pulls, if `on` names it (`exhausted` covers any
         upstream failure that has no word of its own in `on`)."""
         word = trigger_of(result)
-        if word is None or word in self.on:
+        if word is None or word in self.on or word == "shed":  # a shed request always falls back
             return word
         upstream_failure = isinstance(result, UpstreamFailed | Reply)
         return "exhausted" if upstream_failure and "exhausted" in self.on else None

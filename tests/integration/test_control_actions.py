@@ -122,3 +122,27 @@ async def test_audit_chain_verifies_and_names_an_edited_line(
     async with client.post(f"{proxy2.control_url}/breakers/up/reset", headers=AUTH) as resp:
         assert resp.status == 200
     assert main(["audit", "verify", str(log)]) == 0
+
+
+async def test_log_level_is_read_and_changed_through_the_api(
+    upstream, proxy_factory, client, tmp_path
+):
+    proxy = await proxy_factory(guarded(upstream.url, tmp_path, token=False))
+    async with client.get(f"{proxy.control_url}/log-level") as resp:
+        assert await resp.json() == {"level": "info"}
+    async with client.post(f"{proxy.control_url}/log-level", json={"level": "loud"}) as resp:
+        assert resp.status == 400
+    async with client.post(f"{proxy.control_url}/log-level", json={"level": "warning"}) as resp:
+        assert await resp.json() == {"level": "warning"}
+    async with client.get(f"{proxy.url}/x") as resp:
+        assert resp.status == 200
+    assert [x for x in proxy.log_lines() if x["event"] == "request"] == []  # info: dropped
+    async with client.post(f"{proxy.control_url}/log-level", json={"level": "info"}) as resp:
+        assert resp.status == 200
+    async with client.get(f"{proxy.url}/x") as resp:
+        assert resp.status == 200
+    assert len([x for x in proxy.log_lines() if x["event"] == "request"]) == 1
+    actions = [
+        x["action"] for x in map(orjson.loads, (tmp_path / "audit.log").read_bytes().splitlines())
+    ]
+    assert actions == ["log_level", "log_level"]
