@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+from collections import deque
 from collections.abc import Coroutine
 from typing import Any
 
@@ -33,6 +34,8 @@ from .upstream import AttemptRecorder, Upstream
 from .watch import stamp, watch_file
 
 DEGRADATION_EVERY = 1.0  # seconds between looks at the degradation level
+SNAPSHOT_EVERY = 10.0  # seconds between snapshots of route outcomes
+RECENT = 60.0  # what /status calls recent
 
 
 class Fender:
@@ -59,6 +62,10 @@ class Fender:
         self.draining = False
         self.started = False
         self.generation, _ = self._build(config, None)
+        window = int(RECENT / SNAPSHOT_EVERY) + 2
+        self._outcome_snapshots: deque[tuple[float, dict[str, dict[str, int]]]] = deque(
+            maxlen=window
+        )
         self.stop_requested = asyncio.Event()  # set by POST /drain; serve() waits on it
         audit_file = config.control.audit_log
         self.audit = AuditLog.to_file(audit_file) if audit_file else AuditLog(self.log.raw)
@@ -139,10 +146,26 @@ class Fender:
             "draining": self.draining,
             "config_hash": self.config.hash,
             "upstreams": upstreams,
-            "routes": self.metrics.outcomes_by_route(),
+            "routes": self._route_outcomes(),
             "faults": self.faults.view(),
             "degradation": self.degradation.status(),
         }
+
+    def _route_outcomes(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Per route: outcomes since start, and over about the last minute (the difference
+        from a snapshot taken once every ten seconds: nothing is counted per request)."""
+        now, totals = self.clock.monotonic(), self.metrics.outcomes_by_route()
+        past: dict[str, dict[str, int]] = {}
+        for taken, snapshot in self._outcome_snapshots:
+            if now - taken <= RECENT + SNAPSHOT_EVERY:
+                past = snapshot
+                break
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for route, outcomes in totals.items():
+            before = past.get(route, {})
+            recent = {k: v - before.get(k, 0) for k, v in outcomes.items() if v > before.get(k, 0)}
+            out[route] = {"total": outcomes, "last_minute": recent}
+        return out
 
     def downs(self) -> dict[str, str]:
         """The upstreams that are down (circuit open, or no usable endpoint): priorities."""
@@ -161,8 +184,14 @@ class Fender:
         self.degradation.set_by_hand(level, ttl, self.downs())
 
     async def _watch_degradation(self) -> None:
+        """Every second: the degradation level; every ten: a snapshot of route outcomes."""
+        ticks = 0
         while True:
             self.degradation.evaluate(self.downs())
+            if ticks % int(SNAPSHOT_EVERY / DEGRADATION_EVERY) == 0:
+                snapshot = (self.clock.monotonic(), self.metrics.outcomes_by_route())
+                self._outcome_snapshots.append(snapshot)
+            ticks += 1
             await self.clock.sleep(DEGRADATION_EVERY)
 
     def _data_plane(self, listener: Listener) -> DataPlane:

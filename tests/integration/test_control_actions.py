@@ -90,7 +90,7 @@ async def test_status_shows_guards_and_route_outcomes(upstream, proxy_factory, c
     assert up["endpoints"] == [{"endpoint": upstream.url, "usable": True}]
     assert up["breaker"]["state"] == "closed"
     assert up["bulkhead"] == {"in_flight": 0, "queued": 0, "max_concurrent": 4}
-    assert status["routes"] == {"all": {"ok": 1}}
+    assert status["routes"] == {"all": {"total": {"ok": 1}, "last_minute": {"ok": 1}}}
     assert status["ready"] is True and status["config_hash"] == proxy.fender.config.hash
 
 

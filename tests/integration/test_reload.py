@@ -70,6 +70,7 @@ async def test_reloads_under_load_lose_nothing_and_keep_unchanged_state(
             f"http://127.0.0.1:{fender.ports['control']}",
         )
         steady_breaker = fender.guards["steady"].breaker
+        steady_route = fender.generation.routings["egress"].targets["steady"]
         steady_breaker.force("closed", 60)  # state an unchanged upstream must keep
         before = fender.guards["versioned"]
         failures: list[str] = []
@@ -115,6 +116,11 @@ async def test_reloads_under_load_lose_nothing_and_keep_unchanged_state(
         assert fender.guards["steady"].breaker is steady_breaker  # unchanged: kept
         assert steady_breaker.status()["override"]["state"] == "closed"
         assert fender.guards["versioned"] is not before  # changed: fresh
+        # An unchanged route keeps its pipeline (budget, buckets, stale cache); the one
+        # to the changed upstream was rebuilt.
+        targets = fender.generation.routings["egress"].targets
+        assert targets["steady"] is steady_route
+        assert targets["versioned"].handler is not steady_route.handler
         assert fender.metrics.config_reloads.labels("success")._value.get() == 6
     finally:
         await fender.close()
