@@ -145,11 +145,7 @@ def control_app(
         return json_response({"removed": fault_id})
 
     async def post_degradation(request: web.Request) -> web.Response:
-        try:
-            body = orjson.loads(await request.read())
-        except orjson.JSONDecodeError:
-            body = None
-        level = body.get("level") if isinstance(body, dict) else None
+        level = await _field(request, "level")
         if level == "auto":
             fender.set_degradation(None, 0)
         elif level in LEVELS:
@@ -167,11 +163,7 @@ def control_app(
         return json_response({"level": log.level})
 
     async def post_log_level(request: web.Request) -> web.Response:
-        try:
-            body = orjson.loads(await request.read())
-        except orjson.JSONDecodeError:
-            body = None
-        level = body.get("level") if isinstance(body, dict) else None
+        level = await _field(request, "level")
         if level not in LOG_LEVELS:
             detail = f"level is one of {', '.join(LOG_LEVELS)}"
             return json_response({"error": "bad_level", "detail": detail}, 400)
@@ -213,15 +205,21 @@ def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0][:300]
 
 
+async def _field(request: web.Request, name: str) -> Any:
+    """One field of a JSON object body; None when absent or not JSON. (aiohttp keeps the
+    body once read, so several fields can be taken.)"""
+    if not request.body_exists:
+        return None
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return None
+    return body.get(name) if isinstance(body, dict) else None
+
+
 async def _ttl(request: web.Request) -> float | None:
     """The `ttl` of an override, from the query or the JSON body; None if absent or bad."""
-    text = request.query.get("ttl")
-    if text is None and request.body_exists:
-        try:
-            body = orjson.loads(await request.read())  # read() keeps the body: reads again
-        except orjson.JSONDecodeError:
-            return None
-        text = body.get("ttl") if isinstance(body, dict) else None
+    text = request.query.get("ttl") or await _field(request, "ttl")
     try:
         ttl = parse_duration(text)
     except ValueError:
