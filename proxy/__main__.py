@@ -52,7 +52,7 @@ def schema() -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .app import serve
+    from .lifecycle import serve
 
     path = args.config or os.environ.get(CONFIG_ENV)
     if not path:

@@ -1,24 +1,23 @@
 """The composition root: builds listeners, upstreams, pipelines and the control port from
-one validated Config, runs them, and drains them on shutdown.
+one validated Config, runs them, swaps in reloaded configs, and drains them on shutdown.
 
-Drain sequence (SIGTERM or SIGINT): readiness turns 503 at once; listeners keep serving
-for `drain.delay` (answers now carry `Connection: close`); then they stop accepting, and
-in-flight requests get `drain.timeout` to finish before they are aborted.
+Drain sequence (SIGTERM, SIGINT or POST /drain; see lifecycle.py): readiness turns 503 at
+once; listeners keep serving for `drain.delay` (answers now carry `Connection: close`);
+then they stop accepting, and in-flight requests get `drain.timeout` to finish before
+they are aborted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-import signal
-from collections import deque
 from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import web
 
 from .audit import AuditLog
-from .breaker import OPEN, CircuitBreaker
+from .breaker import CircuitBreaker
 from .clock import Clock, RealClock
 from .config import Config, ConfigError, Listener, load_config, split_address
 from .control import control_app
@@ -30,12 +29,9 @@ from .logs import JsonLog
 from .metrics import Metrics
 from .policies import Guards
 from .server import DataPlane
+from .status import StatusBoard
 from .upstream import AttemptRecorder, Upstream
 from .watch import stamp, watch_file
-
-DEGRADATION_EVERY = 1.0  # seconds between looks at the degradation level
-SNAPSHOT_EVERY = 10.0  # seconds between snapshots of route outcomes
-RECENT = 60.0  # what /status calls recent
 
 
 class Fender:
@@ -59,13 +55,10 @@ class Fender:
         self.faults = Faults(self.clock)
         self.degradation = Degradation(self.clock, self.log)
         self.metrics.degradation_level.set_function(lambda: self.degradation.level)
+        self.board = StatusBoard(self.metrics, self.clock, self.degradation, self.faults)
         self.draining = False
         self.started = False
         self.generation, _ = self._build(config, None)
-        window = int(RECENT / SNAPSHOT_EVERY) + 2
-        self._outcome_snapshots: deque[tuple[float, dict[str, dict[str, int]]]] = deque(
-            maxlen=window
-        )
         self.stop_requested = asyncio.Event()  # set by POST /drain; serve() waits on it
         audit_file = config.control.audit_log
         self.audit = AuditLog.to_file(audit_file) if audit_file else AuditLog(self.log.raw)
@@ -116,83 +109,12 @@ class Fender:
         self.stop_requested.set()
 
     def status(self) -> dict[str, Any]:
-        """What GET /status shows: the state of every upstream's guards and route."""
-        self.degradation.evaluate(self.downs())
-        upstreams: dict[str, Any] = {}
-        for name, upstream in self.upstreams.items():
-            guards = self.guards[name]
-            entry: dict[str, Any] = {"endpoints": upstream.endpoint_status()}
-            entry["breaker"] = guards.breaker.status() if guards.breaker else None
-            entry["bulkhead"] = (
-                {
-                    "in_flight": guards.bulkhead.in_flight,
-                    "queued": guards.bulkhead.queued,
-                    "max_concurrent": guards.bulkhead.max_concurrent,
-                }
-                if guards.bulkhead
-                else None
-            )
-            entry["quota"] = (
-                {
-                    "paused_for_s": round(guards.quota.pause_left(), 3),
-                    "tokens": guards.quota.bucket.remaining() if guards.quota.bucket else None,
-                }
-                if guards.quota
-                else None
-            )
-            upstreams[name] = entry
-        return {
-            "ready": self.ready(),
-            "draining": self.draining,
-            "config_hash": self.config.hash,
-            "upstreams": upstreams,
-            "routes": self._route_outcomes(),
-            "faults": self.faults.view(),
-            "degradation": self.degradation.status(),
-        }
-
-    def _route_outcomes(self) -> dict[str, dict[str, dict[str, int]]]:
-        """Per route: outcomes since start, and over about the last minute (the difference
-        from a snapshot taken once every ten seconds: nothing is counted per request)."""
-        now, totals = self.clock.monotonic(), self.metrics.outcomes_by_route()
-        past: dict[str, dict[str, int]] = {}
-        for taken, snapshot in self._outcome_snapshots:
-            if now - taken <= RECENT + SNAPSHOT_EVERY:
-                past = snapshot
-                break
-        out: dict[str, dict[str, dict[str, int]]] = {}
-        for route, outcomes in totals.items():
-            before = past.get(route, {})
-            recent = {k: v - before.get(k, 0) for k, v in outcomes.items() if v > before.get(k, 0)}
-            out[route] = {"total": outcomes, "last_minute": recent}
-        return out
-
-    def downs(self) -> dict[str, str]:
-        """The upstreams that are down (circuit open, or no usable endpoint): priorities."""
-        out: dict[str, str] = {}
-        for name, upstream in self.upstreams.items():
-            breaker, health = self.guards[name].breaker, upstream.health
-            is_open = breaker is not None and breaker.state == OPEN
-            no_endpoint = health is not None and not any(
-                health.usable(e.label) for e in upstream.endpoints
-            )
-            if is_open or no_endpoint:
-                out[name] = upstream.config.priority
-        return out
+        """What GET /status shows."""
+        view = self.board.status(self.generation)
+        return {"ready": self.ready(), "draining": self.draining, **view}
 
     def set_degradation(self, level: str | None, ttl: float) -> None:
-        self.degradation.set_by_hand(level, ttl, self.downs())
-
-    async def _watch_degradation(self) -> None:
-        """Every second: the degradation level; every ten: a snapshot of route outcomes."""
-        ticks = 0
-        while True:
-            self.degradation.evaluate(self.downs())
-            if ticks % int(SNAPSHOT_EVERY / DEGRADATION_EVERY) == 0:
-                snapshot = (self.clock.monotonic(), self.metrics.outcomes_by_route())
-                self._outcome_snapshots.append(snapshot)
-            ticks += 1
-            await self.clock.sleep(DEGRADATION_EVERY)
+        self.degradation.set_by_hand(level, ttl, self.board.downs(self.generation))
 
     def _data_plane(self, listener: Listener) -> DataPlane:
         return DataPlane(
@@ -233,7 +155,7 @@ class Fender:
         self.log.event(
             "started", config=self.config.source, config_hash=self.config.hash, ports=self.ports
         )
-        self._retire(self._watch_degradation())
+        self._retire(self.board.watch(lambda: self.generation))
         reload = self.config.reload
         if reload.watch and stamp(self.config.source) is not None:  # a file, not <memory>
             watcher = watch_file(self.config.source, reload.interval, self.clock, self._on_change)
@@ -365,10 +287,6 @@ class Fender:
         self.log.flush()
 
 
-async def _reload(fender: Fender) -> None:
-    await fender.reload_from_file()
-
-
 def _key(listener: Listener) -> str:
     """A listener keeps its socket across reloads while its address stays; port 0 (the
     kernel picks) is told apart by the listener's name."""
@@ -377,39 +295,3 @@ def _key(listener: Listener) -> str:
 
 class StartError(Exception):
     """Fender cannot start (a port is taken, say); the message says why."""
-
-
-async def serve(config: Config, log: JsonLog) -> int:
-    """Run until SIGTERM or SIGINT, then drain; returns the exit code."""
-    fender = Fender(config, log=log)
-    stop = asyncio.Event()
-    hurry = asyncio.Event()  # a second signal skips the rest of the drain delay
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signum: int) -> None:
-        if stop.is_set():
-            hurry.set()
-        stop.set()
-        log.event("signal", signal=signal.Signals(signum).name)
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
-
-    def on_hangup() -> None:
-        log.event("signal", signal="SIGHUP")
-        fender._retire(_reload(fender))
-
-    loop.add_signal_handler(signal.SIGHUP, on_hangup)
-    try:
-        await fender.start()
-    except StartError as exc:
-        log.event("start_failed", "error", error=str(exc))
-        return 1
-    stopping = asyncio.ensure_future(stop.wait())
-    asked = asyncio.ensure_future(fender.stop_requested.wait())
-    await asyncio.wait({stopping, asked}, return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
-    asked.cancel()
-    stop.set()  # a signal during the drain now skips the rest of its delay
-    await fender.drain(hurry)
-    return 0

@@ -21,12 +21,12 @@ def test_last_minute_is_the_difference_from_a_snapshot_about_a_minute_old():
     count = fender.metrics.count_request
     for _ in range(5):
         count("all", "up", "ok", 200, 0.01)
-    fender._outcome_snapshots.append((clock.now, fender.metrics.outcomes_by_route()))  # t=0
+    fender.board.snapshot()  # t=0
     clock.advance(10)
     count("all", "up", "failed", 502, 0.01)
-    fender._outcome_snapshots.append((clock.now, fender.metrics.outcomes_by_route()))  # t=10
+    fender.board.snapshot()  # t=10
     clock.advance(55)  # the t=0 snapshot is 65s old: the oldest within a minute and a tick
     count("all", "up", "ok", 200, 0.01)
-    assert fender._route_outcomes() == {
+    assert fender.board.route_outcomes() == {
         "all": {"total": {"ok": 6, "failed": 1}, "last_minute": {"ok": 1, "failed": 1}}
     }

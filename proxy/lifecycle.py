@@ -1,0 +1,54 @@
+"""The process around a Fender: signals in, drain, exit code out.
+
+SIGTERM and SIGINT drain (a second one skips the rest of the drain delay); SIGHUP reloads
+the policy file; `POST /drain` drains like SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from .app import Fender, StartError
+from .config import Config
+from .logs import JsonLog
+
+
+async def _reload(fender: Fender) -> None:
+    await fender.reload_from_file()
+
+
+async def serve(config: Config, log: JsonLog) -> int:
+    """Run until SIGTERM or SIGINT, then drain; returns the exit code."""
+    fender = Fender(config, log=log)
+    stop = asyncio.Event()
+    hurry = asyncio.Event()  # a second signal skips the rest of the drain delay
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            hurry.set()
+        stop.set()
+        log.event("signal", signal=signal.Signals(signum).name)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+    def on_hangup() -> None:
+        log.event("signal", signal="SIGHUP")
+        fender._retire(_reload(fender))
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    try:
+        await fender.start()
+    except StartError as exc:
+        log.event("start_failed", "error", error=str(exc))
+        return 1
+    stopping = asyncio.ensure_future(stop.wait())
+    asked = asyncio.ensure_future(fender.stop_requested.wait())
+    await asyncio.wait({stopping, asked}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    asked.cancel()
+    stop.set()  # a signal during the drain now skips the rest of its delay
+    await fender.drain(hurry)
+    return 0
