@@ -8,12 +8,13 @@ An attempt ends in a status (the upstream answered) or a reason (`connect_error`
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 # RFC 9110 section 9.2.2: repeating these has the same effect as sending them once.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-# Nothing reached the upstream: safe to repeat for any method.
-NOTHING_SENT = frozenset({"connect_error"})
+# After these the request surely never reached the upstream: safe to send again, whatever
+# the method. (Retry only meets `connect_error`: local rejections end its loop.)
+NOTHING_SENT = frozenset({"connect_error", "circuit_open", "rate_limited", "bulkhead_full"})
 
 
 def is_failure(status: int) -> bool:
@@ -38,6 +39,12 @@ class Conditions:
         return reason in self.reasons
 
 
-def may_repeat(method: str, condition: str, idempotency_key: bool) -> bool:
-    """May a request with this method be sent again after this condition?"""
-    return condition in NOTHING_SENT or method in IDEMPOTENT_METHODS or idempotency_key
+def may_repeat(
+    method: str, condition: str, headers: Mapping[str, str], idempotency_header: str | None
+) -> bool:
+    """May this request be sent again (to the same upstream or another) after `condition`?
+    Yes when nothing was sent, when the method is idempotent, or when the request carries
+    the idempotency header (RFC 9110 section 9.2.2)."""
+    if condition in NOTHING_SENT or method in IDEMPOTENT_METHODS:
+        return True
+    return idempotency_header is not None and idempotency_header in headers

@@ -82,13 +82,13 @@ class StaleCache:
         headers: CIMultiDict[str],
         body: AsyncIterable[bytes],
     ) -> AsyncIterator[bytes]:
-        """The body as it streams, kept once it has ended within the size limit."""
-        return self._copy(method, target, status, _kept(headers), body)
+        """The body as it streams, kept once it has ended within the size limit. (The
+        headers are copied now: Fender adds its own to the live answer before it streams.)"""
+        return self._copy((method, target), status, _kept(headers), body)
 
     async def _copy(
         self,
-        method: str,
-        target: str,
+        key: tuple[str, str],
         status: int,
         headers: CIMultiDict[str],
         body: AsyncIterable[bytes],
@@ -104,8 +104,7 @@ class StaleCache:
                     chunks.append(chunk)
             yield chunk
         if chunks is not None:
-            entry = Entry(self.clock.monotonic(), status, headers, b"".join(chunks))
-            self._put((method, target), entry)
+            self._put(key, Entry(self.clock.monotonic(), status, headers, b"".join(chunks)))
 
     def _put(self, key: tuple[str, str], entry: Entry) -> None:
         old = self._entries.pop(key, None)

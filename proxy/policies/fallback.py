@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from multidict import CIMultiDict
 
 from ..body import make_replayable
-from ..classify import IDEMPOTENT_METHODS
+from ..classify import may_repeat
 from ..clock import Clock
 from ..config_policy import Fallback as FallbackConfig
 from ..config_policy import FallbackStep
@@ -25,10 +25,6 @@ from ..pipeline import Call, FenderError, Handler, Reply, UpstreamFailed
 from ..stale_cache import StaleCache
 
 DEFAULT_BUFFER_LIMIT = 1 << 20
-# Triggers after which the request surely never reached the upstream.
-NOTHING_SENT_TRIGGERS = frozenset(
-    {"circuit_open", "rate_limited", "bulkhead_full", "connect_error"}
-)
 
 
 def trigger_of(result: Reply | FenderError) -> str | None:
@@ -136,9 +132,7 @@ class Fallback:
         if step.upstream is not None:
             # The same rule as Retry: a POST the first upstream may have acted on is not
             # sent to a second one, unless nothing was sent or it has an idempotency key.
-            sent = word not in NOTHING_SENT_TRIGGERS
-            key = self.idempotency_header is not None and self.idempotency_header in call.headers
-            if sent and not (call.method in IDEMPOTENT_METHODS or key):
+            if not may_repeat(call.method, word, call.headers, self.idempotency_header):
                 return None
             return await self._failover(call, step.upstream)
         if step.stale is not None:

@@ -87,10 +87,7 @@ class Retry:
         """Seconds to wait before the next attempt, or None: relay what we have."""
         if call.attempts >= self.attempts:
             return None
-        idempotency_key = self.idempotency_header is not None and (
-            self.idempotency_header in call.headers
-        )
-        if not may_repeat(call.method, condition, idempotency_key):
+        if not may_repeat(call.method, condition, call.headers, self.idempotency_header):
             self.metrics.count_retry_skipped(self.route, "not_idempotent")
             return None
         if not replayable and condition != "connect_error":

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 
 import aiohttp
 import orjson
 import pytest
 
+from tests.support.proxy import spawn_fender
 from tests.support.upstream import Step
 
 POLICY = """\
@@ -33,17 +32,7 @@ async def start_fender(tmp_path, upstream_url: str, ports, delay="1s", timeout="
         control=control, delay=delay, timeout=timeout, port=port, upstream=upstream_url
     )
     path.write_text(text)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxy",
-        "run",
-        "-c",
-        str(path),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )
+    proc = await spawn_fender(path, env)
     return proc, port, control
 
 

@@ -7,7 +7,6 @@ import asyncio
 import io
 import os
 import signal
-import sys
 
 import aiohttp
 import orjson
@@ -16,6 +15,7 @@ import yaml
 from proxy.app import Fender
 from proxy.config import load_config
 from proxy.logs import JsonLog
+from tests.support.proxy import spawn_fender
 from tests.support.upstream import ScriptedUpstream, Step
 
 
@@ -173,16 +173,7 @@ async def test_sighup_and_a_configmap_swap_reload_a_running_process(
     (tmp_path / "..v1" / "fender.yaml").write_text(text("/one/", watch=True))
     os.symlink("..v1", tmp_path / "..data")
     os.symlink("..data/fender.yaml", tmp_path / "fender.yaml")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxy",
-        "run",
-        "-c",
-        str(tmp_path / "fender.yaml"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await spawn_fender(tmp_path / "fender.yaml")
 
     async def status_of(path: str) -> int:
         try:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import os
+import sys
 from typing import Any
 
 import orjson
@@ -73,3 +76,18 @@ async def start_proxy(data: dict[str, Any]) -> RunningProxy:
     fender = Fender(Config.model_validate(data), log=JsonLog(log))
     await fender.start()
     return RunningProxy(fender, log)
+
+
+async def spawn_fender(path: Any, env: dict[str, str] | None = None) -> Any:
+    """`python -m proxy run -c PATH` as a child process, stdout and stderr piped."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proxy",
+        "run",
+        "-c",
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
