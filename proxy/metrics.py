@@ -142,6 +142,16 @@ class Metrics:
             registry=r,
         )
         self._children: dict[tuple[Any, ...], Any] = {}
+        for result in ("success", "failure"):
+            self.zero(self.config_reloads, result)
+
+    def zero(self, metric: Any, *labels: str) -> None:
+        """Export a series at 0 before its first event. PromQL's `increase()` needs a
+        sample from before an event to see it, so without this the first fallback, reload
+        failure or spent budget of a process would never fire the alerts built on them."""
+        key = (metric, *labels)
+        if key not in self._children:
+            self._children[key] = metric.labels(*labels)
 
     def count_request(
         self, route: str, upstream: str, outcome: str, status: int, seconds: float
@@ -208,7 +218,7 @@ class Metrics:
             gauge.set_function(lambda e=endpoint: float(health.usable(e)))  # type: ignore[misc]
 
     def count_reload(self, result: str) -> None:
-        self.config_reloads.labels(result).inc()
+        self._inc(self.config_reloads, result)
 
     def set_config(self, config_hash: str) -> None:
         self.config_info.clear()

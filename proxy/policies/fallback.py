@@ -57,6 +57,8 @@ class Fallback:
         self.clock = clock
         self.metrics = metrics
         self.fails_over = any(step.upstream for step in self.steps)
+        for step in self.steps:
+            metrics.zero(metrics.fallbacks, route, step.kind)
         self.idempotency_header = idempotency_header
         self.buffer_limit = buffer_limit if buffer_limit is not None else DEFAULT_BUFFER_LIMIT
         stale = next((step.stale for step in self.steps if step.stale), None)

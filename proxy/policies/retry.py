@@ -39,6 +39,7 @@ class Retry:
         self.route = route
         self.clock = clock
         self.metrics = metrics
+        metrics.zero(metrics.retry_budget_exhausted, route)
 
     async def __call__(self, call: Call, call_next: Handler) -> Reply:
         self.budget.record_request(call.started)
