@@ -22,6 +22,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
+from tests.support.proxy import wait_for
 from tests.support.tools import ROOT, find, render, run
 from tests.support.upstream import ScriptedUpstream, Step
 
@@ -65,13 +66,13 @@ def free_port() -> int:
         return port
 
 
-def policy_text(egress: int, endpoint: str, attempts: Any) -> str:
+def policy_text(egress: int, endpoint: str, attempts: Any, prefix: str = "/") -> str:
     return f"""\
 version: 1
 listeners:
   - name: egress
     address: 127.0.0.1:{egress}
-    routes: [{{name: all, match: {{path_prefix: /}}, upstream: up, policy: p}}]
+    routes: [{{name: all, match: {{path_prefix: {prefix}}}, upstream: up, policy: p}}]
 upstreams:
   up: {{endpoints: ["{endpoint}"]}}
 policies:
@@ -87,17 +88,24 @@ def pod_files(tmp_path: Path, values: dict[str, Any]) -> tuple[dict[str, Any], P
     policy_dir, token_dir = tmp_path / "policy", tmp_path / "token"
     policy_dir.mkdir()
     token_dir.mkdir()
-    configmap = find(manifests, "ConfigMap", "demo-fender-policy")
-    (policy_dir / "fender.yaml").write_text(configmap["data"]["fender.yaml"])
+    mount_configmap(policy_dir, find(manifests, "ConfigMap", "demo-fender-policy"), "v1")
     token = base64.b64decode(find(manifests, "Secret")["data"]["token"]).decode()
     (token_dir / "token").write_text(token)
     spec = find(manifests, "Deployment")["spec"]["template"]["spec"]
     (container,) = spec["initContainers"]
-    for directory in (policy_dir, token_dir):  # the kubelet's modes: readable, not writable
-        directory.chmod(0o755)
-        for file in directory.iterdir():
-            file.chmod(0o644)
     return container, policy_dir, token_dir, token
+
+
+def mount_configmap(directory: Path, configmap: dict[str, Any], version: str) -> None:
+    """What the kubelet does to a mounted ConfigMap: the files go into a new directory,
+    then `..data` is swapped to it at once; `fender.yaml` links through `..data`."""
+    (directory / f"..{version}").mkdir()
+    for key, text in configmap["data"].items():
+        (directory / f"..{version}" / key).write_text(text)
+    (directory / "..data_tmp").symlink_to(f"..{version}")
+    (directory / "..data_tmp").replace(directory / "..data")
+    if not (directory / "fender.yaml").is_symlink():
+        (directory / "fender.yaml").symlink_to("..data/fender.yaml")
 
 
 def run_args(container: dict[str, Any], policy_dir: Path, token_dir: Path) -> list[str]:
@@ -120,7 +128,7 @@ def run_args(container: dict[str, Any], policy_dir: Path, token_dir: Path) -> li
 
 @pytest.mark.image
 @pytest.mark.timeout(400)
-async def test_image_serves_the_charts_policy_locked_down_and_drains_on_sigterm(
+async def test_image_serves_the_charts_policy_locked_down_reloads_it_and_drains(
     image: str, upstream: ScriptedUpstream, tmp_path: Path
 ) -> None:
     control, egress = free_port(), free_port()
@@ -133,17 +141,15 @@ async def test_image_serves_the_charts_policy_locked_down_and_drains_on_sigterm(
     try:
         async with aiohttp.ClientSession() as client:
             base = f"http://127.0.0.1:{control}"
-            for _ in range(200):  # the startup probe's view: /readyz within 20 s
+
+            async def ready() -> bool:
                 try:
-                    async with client.get(f"{base}/readyz") as ready:
-                        if ready.status == 200:
-                            break
+                    async with client.get(f"{base}/readyz") as answer:
+                        return answer.status == 200
                 except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                logs = await asyncio.to_thread(podman, "logs", name)
-                pytest.fail(f"never ready:\n{logs.stdout}{logs.stderr}")
+                    return False
+
+            await wait_for(ready, seconds=20)  # the startup probe's view
 
             upstream.push(Step(503), Step(200, body=b"through the image"))
             async with client.get(f"http://127.0.0.1:{egress}/hello") as answer:
@@ -163,6 +169,20 @@ async def test_image_serves_the_charts_policy_locked_down_and_drains_on_sigterm(
             async with client.get(f"{base}/status", headers=headers) as status:
                 assert status.status == 200
 
+            # `helm upgrade` with a new policy: the kubelet swaps the file, Fender reloads it.
+            values["policy"] = policy_text(egress, upstream.url, attempts=2, prefix="/v2/")
+            (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
+            configmap = find(render(tmp_path / "values.yaml"), "ConfigMap", "demo-fender-policy")
+            mount_configmap(policy_dir, configmap, "v2")
+
+            async def reloaded() -> bool:  # no route for /hello in the new policy
+                async with client.get(f"http://127.0.0.1:{egress}/hello") as answer:
+                    return answer.status == 404
+
+            await wait_for(reloaded, seconds=20)
+            async with client.get(f"http://127.0.0.1:{egress}/v2/hello") as answer:
+                assert answer.status == 200
+
         who = await asyncio.to_thread(podman, "exec", name, "id", "-u")
         assert who.stdout.strip() == str(container["securityContext"]["runAsUser"])
         write = await asyncio.to_thread(podman, "exec", name, "touch", "/opt/fender/x", check=False)
@@ -172,7 +192,7 @@ async def test_image_serves_the_charts_policy_locked_down_and_drains_on_sigterm(
         state = await asyncio.to_thread(podman, "inspect", "--format", "{{.State.ExitCode}}", name)
         assert state.stdout.strip() == "0"
         logs = (await asyncio.to_thread(podman, "logs", name)).stdout
-        assert '"event":"drain' in logs
+        assert '"event":"reloaded"' in logs and '"event":"drain' in logs
     finally:
         await asyncio.to_thread(podman, "rm", "-f", name, check=False)
 

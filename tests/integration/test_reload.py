@@ -15,7 +15,7 @@ import yaml
 from proxy.app import Fender
 from proxy.config import load_config
 from proxy.logs import JsonLog
-from tests.support.proxy import spawn_fender
+from tests.support.proxy import spawn_fender, wait_for
 from tests.support.upstream import ScriptedUpstream, Step
 
 
@@ -146,14 +146,6 @@ async def test_a_broken_file_keeps_the_running_config(upstream, client, tmp_path
         assert "reload_failed" in events
     finally:
         await fender.close()
-
-
-async def wait_for(predicate, seconds: float = 10.0) -> None:
-    for _ in range(int(seconds / 0.05)):
-        if await predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 async def test_sighup_and_a_configmap_swap_reload_a_running_process(

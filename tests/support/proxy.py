@@ -71,6 +71,15 @@ class RunningProxy:
         return 0.0
 
 
+async def wait_for(predicate: Any, seconds: float = 10.0) -> None:
+    """Poll an async predicate until it holds; fail the test after `seconds`."""
+    for _ in range(int(seconds / 0.05)):
+        if await predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"condition not met within {seconds} s")
+
+
 async def start_proxy(data: dict[str, Any]) -> RunningProxy:
     log = io.BytesIO()
     fender = Fender(Config.model_validate(data), log=JsonLog(log))
