@@ -13,13 +13,18 @@ ARG PYTHON_IMAGE=docker.io/library/python:3.12-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY requirements.lock ./
+COPY requirements.lock requirements-build.lock ./
+# Every package comes pinned and hash-checked: the runtime's into /opt/fender, the build
+# backend into a venv of its own that the image leaves behind.
 RUN python -m venv /opt/fender \
-    && /opt/fender/bin/pip install --require-hashes --only-binary=:all: -r requirements.lock
+    && /opt/fender/bin/pip install --require-hashes --only-binary=:all: -r requirements.lock \
+    && python -m venv /build \
+    && /build/bin/pip install --require-hashes --only-binary=:all: -r requirements-build.lock
 COPY pyproject.toml README.md ./
 COPY proxy ./proxy
 # --no-deps: every dependency came from the lock above, and `pip check` proves the set whole.
-RUN /opt/fender/bin/pip install --no-deps . \
+RUN /build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
+    && /opt/fender/bin/pip install --no-deps /wheels/fender-*.whl \
     && /opt/fender/bin/pip check \
     && /opt/fender/bin/fender version
 

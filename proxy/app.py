@@ -30,6 +30,7 @@ from .metrics import Metrics
 from .policies import Guards
 from .server import DataPlane
 from .status import StatusBoard
+from .token import TokenFile
 from .upstream import AttemptRecorder, Upstream
 from .watch import stamp, watch_file
 
@@ -167,9 +168,7 @@ class Fender:
 
     async def _start_control(self) -> None:
         control = self.config.control
-        token = None
-        if control.token_file is not None:
-            token = control.token_file.read_text(encoding="utf-8").strip()
+        token = TokenFile(control.token_file) if control.token_file is not None else None
         app = control_app(
             metrics=self.metrics,
             ready=self.ready,

@@ -30,9 +30,10 @@ class AuditLog:
 
     @classmethod
     def to_file(cls, path: Path) -> AuditLog:
-        """Append to `path`, continuing the chain of what it already holds."""
+        """Append to `path`, continuing the chain of what it already holds. Only a regular
+        file is read back: a pipe or a terminal (`/dev/stdout` in a container) would block."""
         last = None
-        if path.exists():
+        if path.is_file():
             lines = [line for line in path.read_bytes().splitlines() if _is_audit(line)]
             last = lines[-1] if lines else None
 

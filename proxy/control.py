@@ -23,6 +23,7 @@ from .faults import Faults, FaultSpec
 from .logs import LEVELS as LOG_LEVELS
 from .logs import JsonLog
 from .metrics import Metrics
+from .token import TokenFile
 from .units import parse_duration
 
 MAX_TTL = 24 * 3600.0
@@ -58,7 +59,7 @@ def control_app(
     metrics: Metrics,
     ready: Callable[[], bool],
     config_view: Callable[[], dict[str, Any]],
-    token: str | None,
+    token: TokenFile | None,
     fender: Controlled,
     audit: AuditLog,
     log: JsonLog,
@@ -69,7 +70,7 @@ def control_app(
     ) -> web.StreamResponse:
         if token is not None and request.path not in OPEN_PATHS:
             given = request.headers.get("authorization", "")
-            expected = f"Bearer {token}"
+            expected = f"Bearer {token.current()}"
             if not hmac.compare_digest(given.encode(), expected.encode()):
                 response = json_response({"error": "unauthorized"}, status=401)
                 response.headers["www-authenticate"] = 'Bearer realm="fender"'

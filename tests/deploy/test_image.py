@@ -32,19 +32,33 @@ def test_dockerfile_passes_hadolint() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_lock_pins_every_dependency_within_pyproject() -> None:
-    pins = {}
-    for line in (ROOT / "requirements.lock").read_text().splitlines():
+def pins(lock: Path) -> dict[str, str]:
+    found = {}
+    for line in lock.read_text().splitlines():
         if line and not line[0].isspace() and not line.startswith("#"):
             requirement = Requirement(line.rstrip(" \\"))
             (spec,) = requirement.specifier
             assert spec.operator == "==", line
-            pins[requirement.name] = spec.version
-    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    for dependency in map(Requirement, dependencies):
-        assert dependency.name in pins, f"{dependency.name} is not in requirements.lock"
-        assert dependency.specifier.contains(pins[dependency.name]), (
-            f"requirements.lock pins {dependency.name}=={pins[dependency.name]}, "
+            found[requirement.name] = spec.version
+    return found
+
+
+@pytest.mark.parametrize(
+    ("lock", "section"),
+    [
+        ("requirements.lock", ("project", "dependencies")),
+        ("requirements-build.lock", ("build-system", "requires")),
+    ],
+)
+def test_locks_pin_every_dependency_within_pyproject(lock: str, section: tuple[str, str]) -> None:
+    pinned = pins(ROOT / lock)
+    table, key = section
+    for dependency in map(
+        Requirement, tomllib.loads((ROOT / "pyproject.toml").read_text())[table][key]
+    ):
+        assert dependency.name in pinned, f"{dependency.name} is not in {lock}"
+        assert dependency.specifier.contains(pinned[dependency.name]), (
+            f"{lock} pins {dependency.name}=={pinned[dependency.name]}, "
             f"outside pyproject.toml's {dependency.specifier}"
         )
 
@@ -88,24 +102,24 @@ def pod_files(tmp_path: Path, values: dict[str, Any]) -> tuple[dict[str, Any], P
     policy_dir, token_dir = tmp_path / "policy", tmp_path / "token"
     policy_dir.mkdir()
     token_dir.mkdir()
-    mount_configmap(policy_dir, find(manifests, "ConfigMap", "demo-fender-policy"), "v1")
+    mount(policy_dir, find(manifests, "ConfigMap", "demo-fender-policy")["data"], "v1")
     token = base64.b64decode(find(manifests, "Secret")["data"]["token"]).decode()
-    (token_dir / "token").write_text(token)
+    mount(token_dir, {"token": token}, "v1")
     spec = find(manifests, "Deployment")["spec"]["template"]["spec"]
     (container,) = spec["initContainers"]
     return container, policy_dir, token_dir, token
 
 
-def mount_configmap(directory: Path, configmap: dict[str, Any], version: str) -> None:
-    """What the kubelet does to a mounted ConfigMap: the files go into a new directory,
-    then `..data` is swapped to it at once; `fender.yaml` links through `..data`."""
+def mount(directory: Path, files: dict[str, str], version: str) -> None:
+    """What the kubelet does to a mounted ConfigMap or Secret: the files go into a new
+    directory, then `..data` is swapped to it at once; each name links through `..data`."""
     (directory / f"..{version}").mkdir()
-    for key, text in configmap["data"].items():
-        (directory / f"..{version}" / key).write_text(text)
+    for name, text in files.items():
+        (directory / f"..{version}" / name).write_text(text)
+        if not (directory / name).is_symlink():
+            (directory / name).symlink_to(f"..data/{name}")
     (directory / "..data_tmp").symlink_to(f"..{version}")
     (directory / "..data_tmp").replace(directory / "..data")
-    if not (directory / "fender.yaml").is_symlink():
-        (directory / "fender.yaml").symlink_to("..data/fender.yaml")
 
 
 def run_args(container: dict[str, Any], policy_dir: Path, token_dir: Path) -> list[str]:
@@ -173,7 +187,7 @@ async def test_image_serves_the_charts_policy_locked_down_reloads_it_and_drains(
             values["policy"] = policy_text(egress, upstream.url, attempts=2, prefix="/v2/")
             (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
             configmap = find(render(tmp_path / "values.yaml"), "ConfigMap", "demo-fender-policy")
-            mount_configmap(policy_dir, configmap, "v2")
+            mount(policy_dir, configmap["data"], "v2")
 
             async def reloaded() -> bool:  # no route for /hello in the new policy
                 async with client.get(f"http://127.0.0.1:{egress}/hello") as answer:

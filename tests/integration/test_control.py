@@ -67,6 +67,34 @@ async def test_token_guards_config_but_not_probes_and_no_cors(
             assert resp.status == 200
 
 
+async def test_a_rotated_token_file_takes_effect_and_a_missing_one_keeps_the_old(
+    upstream, proxy_factory, client, tmp_path
+):
+    token = tmp_path / "token"
+    token.write_text("first\n")
+    data = config({"up": {"endpoints": [upstream.url]}})
+    data["control"]["token_file"] = str(token)
+    proxy = await proxy_factory(data)
+
+    async def status_with(value: str) -> int:
+        headers = {"authorization": f"Bearer {value}"}
+        async with client.get(f"{proxy.control_url}/status", headers=headers) as resp:
+            return resp.status
+
+    assert await status_with("first") == 200
+    rotated = tmp_path / "token.new"
+    rotated.write_text("second\n")
+    rotated.replace(token)  # an atomic swap, as the kubelet updates a Secret
+    assert await status_with("first") == 401
+    assert await status_with("second") == 200
+    token.unlink()  # gone for a moment: the control API must not open up
+    assert await status_with("") == 401
+    assert await status_with("second") == 200
+    token.write_text("")
+    assert await status_with("") == 401
+    assert await status_with("second") == 200
+
+
 async def test_unknown_control_path_is_json_404(upstream, proxy_factory, client):
     proxy = await proxy_factory(config({"up": {"endpoints": [upstream.url]}}))
     async with client.get(f"{proxy.control_url}/nope") as resp:

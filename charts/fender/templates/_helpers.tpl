@@ -31,6 +31,30 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if .Values.control.token.existingSecret }}{{ .Values.control.token.key }}{{ else }}token{{ end -}}
 {{- end -}}
 
+{{- define "fender.controlAddress" -}}
+{{- $host := .Values.control.bindAddress -}}
+{{- if contains ":" $host }}{{ $host = printf "[%s]" $host }}{{ end -}}
+{{- printf "%s:%v" $host .Values.control.port -}}
+{{- end -}}
+
+{{- define "fender.drainDelay" -}}
+{{- .Values.drain.delay | default (ternary "0s" "30s" (eq .Values.sidecar.mode "native")) -}}
+{{- end -}}
+
+{{/* Seconds in one of Fender's durations (500ms, 45s, 2m, 1h), for the grace period check. */}}
+{{- define "fender.seconds" -}}
+{{- $d := toString . -}}
+{{- if hasSuffix "ms" $d }}{{ divf (trimSuffix "ms" $d | float64) 1000 }}
+{{- else if hasSuffix "s" $d }}{{ trimSuffix "s" $d | float64 }}
+{{- else if hasSuffix "m" $d }}{{ mulf (trimSuffix "m" $d | float64) 60 }}
+{{- else }}{{ mulf (trimSuffix "h" $d | float64) 3600 }}{{ end -}}
+{{- end -}}
+
+{{/* How long Fender may take to stop after SIGTERM: drain.delay + drain.timeout. */}}
+{{- define "fender.stopSeconds" -}}
+{{- addf (include "fender.seconds" (include "fender.drainDelay" .)) (include "fender.seconds" .Values.drain.timeout) -}}
+{{- end -}}
+
 {{- define "fender.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
 {{- end -}}
@@ -50,17 +74,16 @@ only show when the pod starts.
 {{- fail (printf "values.policy: leave out %q; the chart writes it from values.%s" $section $section) -}}
 {{- end -}}
 {{- end -}}
-{{- $delay := .Values.drain.delay | default (ternary "0s" "30s" (eq .Values.sidecar.mode "native")) -}}
 {{ trim .Values.policy }}
 
 # Written by the chart from its values (control, drain):
 control:
-  address: 0.0.0.0:{{ .Values.control.port }}
+  address: {{ include "fender.controlAddress" . | quote }}
   token_file: /var/run/secrets/fender/token
   {{- with .Values.control.auditLog }}
   audit_log: {{ . | quote }}
   {{- end }}
 drain:
-  delay: {{ $delay }}
+  delay: {{ include "fender.drainDelay" . }}
   timeout: {{ .Values.drain.timeout }}
 {{- end -}}

@@ -46,7 +46,8 @@ included. The ConfigMap with the policy file and the token Secret come with the 
 
 {{- define "fender.podAnnotations" -}}
 {{- $annotations := dict -}}
-{{- if .Values.metrics.annotations -}}
+{{- $monitor := or .Values.metrics.podMonitor.enabled .Values.metrics.serviceMonitor.enabled -}}
+{{- if and .Values.metrics.annotations (not $monitor) -}}
 {{- $_ := set $annotations "prometheus.io/scrape" "true" -}}
 {{- $_ := set $annotations "prometheus.io/port" (toString .Values.control.port) -}}
 {{- $_ := set $annotations "prometheus.io/path" "/metrics" -}}
