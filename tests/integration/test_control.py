@@ -41,14 +41,18 @@ async def test_probes_and_readiness_during_drain(upstream, proxy_factory, client
         assert resp.status == 200
 
 
+def with_token(upstream_url: str, path, token: str) -> dict:
+    """A policy whose control API takes `token`, written to `path`."""
+    path.write_text(f"{token}\n")
+    data = config({"up": {"endpoints": [upstream_url]}})
+    data["control"]["token_file"] = str(path)
+    return data
+
+
 async def test_token_guards_config_but_not_probes_and_no_cors(
     upstream, proxy_factory, client, tmp_path
 ):
-    token = tmp_path / "token"
-    token.write_text("s3cret-token\n")
-    data = config({"up": {"endpoints": [upstream.url]}})
-    data["control"]["token_file"] = str(token)
-    proxy = await proxy_factory(data)
+    proxy = await proxy_factory(with_token(upstream.url, tmp_path / "token", "s3cret-token"))
     async with client.get(f"{proxy.control_url}/config", headers={"origin": "http://evil"}) as resp:
         assert resp.status == 401
         assert resp.headers["www-authenticate"].startswith("Bearer")
@@ -71,10 +75,7 @@ async def test_a_rotated_token_file_takes_effect_and_a_missing_one_keeps_the_old
     upstream, proxy_factory, client, tmp_path
 ):
     token = tmp_path / "token"
-    token.write_text("first\n")
-    data = config({"up": {"endpoints": [upstream.url]}})
-    data["control"]["token_file"] = str(token)
-    proxy = await proxy_factory(data)
+    proxy = await proxy_factory(with_token(upstream.url, token, "first"))
 
     async def status_with(value: str) -> int:
         headers = {"authorization": f"Bearer {value}"}
