@@ -24,14 +24,14 @@ from .control import control_app
 from .degradation import Degradation
 from .faults import Faults
 from .generation import Generation, build
-from .listener import HardenedServer
+from .http.listener import Served, listen
+from .http.server import Listener as ListenerState
+from .http.upstream import AttemptRecorder, Upstream
 from .logs import JsonLog
 from .metrics import Metrics
 from .policies import Guards
-from .server import DataPlane
 from .status import StatusBoard
 from .token import TokenFile
-from .upstream import AttemptRecorder, Upstream
 from .watch import stamp, watch_file
 
 
@@ -63,10 +63,8 @@ class Fender:
         self.stop_requested = asyncio.Event()  # set by POST /drain; serve() waits on it
         audit_file = config.control.audit_log
         self.audit = AuditLog.to_file(audit_file) if audit_file else AuditLog(self.log.raw)
-        # by listener address: its data plane, its aiohttp server, its socket server
-        self._servers: dict[str, tuple[DataPlane, HardenedServer, asyncio.Server]] = {}
+        self._servers: dict[str, Served] = {}  # by listener address
         self._retired: set[asyncio.Task[None]] = set()  # work left by reloads
-        self._retired_upstreams: set[Upstream] = set()  # replaced, closing after a grace
         self._watcher: asyncio.Future[None] | None = None
         self._reloading = asyncio.Lock()  # one reload at a time, whatever triggered it
         self._control: web.AppRunner | None = None
@@ -117,15 +115,15 @@ class Fender:
     def set_degradation(self, level: str | None, ttl: float) -> None:
         self.degradation.set_by_hand(level, ttl, self.board.downs(self.generation))
 
-    def _data_plane(self, listener: Listener) -> DataPlane:
-        return DataPlane(
+    def _listener_state(self, listener: Listener) -> ListenerState:
+        return ListenerState(
             listener.name,
             self.generation.routings[listener.name],
+            listener.limits,
             metrics=self.metrics,
             log=self.log,
             clock=self.clock,
             access_log=self.config.log.access,
-            draining=lambda: self.draining,
         )
 
     async def _start_upstreams(self, upstreams: list[Upstream]) -> None:
@@ -135,13 +133,10 @@ class Fender:
                 self.log.event("tls_verification_off", "warning", upstream=upstream.name)
 
     async def _listen(self, listener: Listener) -> None:
-        plane = self._data_plane(listener)
-        server = HardenedServer(plane.handle, listener.limits, plane.malformed)
         host, port = split_address(listener.address)
-        loop = asyncio.get_running_loop()
-        sock_server = await loop.create_server(server, host, port, reuse_address=True, backlog=1024)
-        self._servers[_key(listener)] = (plane, server, sock_server)
-        self.ports[listener.name] = sock_server.sockets[0].getsockname()[1]
+        served = await listen(self._listener_state(listener), host, port)
+        self._servers[_key(listener)] = served
+        self.ports[listener.name] = served.port
 
     async def start(self) -> None:
         await self._start_upstreams(list(self.upstreams.values()))
@@ -218,20 +213,17 @@ class Fender:
             if served is None:
                 await self._listen(listener)
                 continue
-            plane, server, sock_server = served
-            plane.listener, plane.access_log = listener.name, config.log.access
-            plane.routing = generation.routings[listener.name]
-            self.ports[listener.name] = sock_server.sockets[0].getsockname()[1]
+            state = served.listener
+            state.name, state.access_log = listener.name, config.log.access
+            state.routing, state.limits = generation.routings[listener.name], listener.limits
+            self.ports[listener.name] = served.port
         keys = {_key(listener) for listener in config.listeners}
         for key in [k for k in self._servers if k not in keys]:
-            _, server, sock_server = self._servers.pop(key)
-            sock_server.close()
-            self._retire(server.shutdown(config.drain.timeout))
+            self._retire(self._servers.pop(key).drain(config.drain.timeout))
         kept = set(map(id, generation.upstreams.values()))
         for upstream in old.upstreams.values():
-            if id(upstream) not in kept:  # its requests in flight get the drain timeout
-                self._retired_upstreams.add(upstream)
-                self._retire(self._close_later(upstream, config.drain.timeout))
+            if id(upstream) not in kept:  # idle connections close now, busy ones when done
+                await upstream.close()
         if split_address(config.control.address) != split_address(old.config.control.address):
             self.log.event("control_address_unchanged", "warning", reason="needs a restart")
         self.metrics.set_config(config.hash)
@@ -243,14 +235,11 @@ class Fender:
         self._retired.add(task)
         task.add_done_callback(self._retired.discard)
 
-    async def _close_later(self, upstream: Upstream, after: float) -> None:
-        await self.clock.sleep(after)
-        self._retired_upstreams.discard(upstream)
-        await upstream.close()
-
     async def drain(self, skip_delay: asyncio.Event | None = None) -> None:
         """Graceful stop: see the module docstring for the sequence."""
         self.draining = True
+        for served in self._servers.values():
+            served.listener.draining = True
         drain = self.config.drain
         self.log.event("draining", delay_s=drain.delay, timeout_s=drain.timeout)
         if drain.delay > 0:
@@ -259,23 +248,19 @@ class Fender:
             await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             sleeper.cancel()
-        served = list(self._servers.values())
-        for _, _, sock_server in served:
-            sock_server.close()  # stop accepting; open connections stay
-        await asyncio.gather(*(server.shutdown(drain.timeout) for _, server, _ in served))
+        await asyncio.gather(*(served.drain(drain.timeout) for served in self._servers.values()))
         await self.close()
         self.log.event("stopped")
 
     async def close(self) -> None:
         """Stop everything now (after drain, or when start failed)."""
-        for _, _, sock_server in self._servers.values():
-            sock_server.close()
+        for served in self._servers.values():
+            served.stop_accepting()
+            for conn in list(served.listener.connections):
+                conn.abort()
         self._servers.clear()
         for task in self._retired:
             task.cancel()
-        for upstream in self._retired_upstreams:
-            await upstream.close()
-        self._retired_upstreams.clear()
         if self._watcher is not None:
             self._watcher.cancel()
         for upstream in self.upstreams.values():

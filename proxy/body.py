@@ -1,14 +1,13 @@
 """Request bodies that can be sent more than once.
 
 A body up to the limit is read into memory so that a retry or a failover can replay it;
-a larger one streams through once (its first chunks, already read, then the rest).
+a larger one streams through once (its first chunks, already read, then the rest). A
+body that had arrived whole with its head is bytes already: nothing to wait for.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
-
-from .pipeline import Call
+from .pipeline import Call, Rejected
 
 
 async def make_replayable(call: Call, limit: int) -> bool:
@@ -17,29 +16,18 @@ async def make_replayable(call: Call, limit: int) -> bool:
         return call.replayable
     body = call.body
     if body is None or isinstance(body, bytes):
-        call.replayable = True
-        return True
-    length = call.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
+        call.replayable = body is None or len(body) <= limit
+        return call.replayable
+    if body.length is not None and body.length > limit:
         call.replayable = False
         return False
-    chunks: list[bytes] = []
-    size = 0
-    iterator = aiter(body)
-    async for chunk in iterator:
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            call.body = _chain(chunks, iterator)
-            call.replayable = False
-            return False
-    call.body = b"".join(chunks)
+    whole = await body.read(limit)
+    if body.failed == "body_timeout":
+        detail = "the app sent no request body for longer than body_timeout"
+        raise Rejected("body_timeout", detail, status=408)
+    if whole is None:
+        call.replayable = False
+        return False
+    call.body = whole
     call.replayable = True
     return True
-
-
-async def _chain(head: list[bytes], rest: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    for chunk in head:
-        yield chunk
-    async for chunk in rest:
-        yield chunk

@@ -8,7 +8,11 @@ An attempt ends in a status (the upstream answered) or a reason (`connect_error`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .http.headers import Headers
 
 # RFC 9110 section 9.2.2: repeating these has the same effect as sending them once.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -40,7 +44,7 @@ class Conditions:
 
 
 def may_repeat(
-    method: str, condition: str, headers: Mapping[str, str], idempotency_header: str | None
+    method: str, condition: str, headers: Headers, idempotency_header: str | None
 ) -> bool:
     """May this request be sent again (to the same upstream or another) after `condition`?
     Yes when nothing was sent, when the method is idempotent, or when the request carries

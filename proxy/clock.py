@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import AbstractAsyncContextManager, nullcontext
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
 
 
 class Clock(Protocol):
@@ -17,8 +21,9 @@ class Clock(Protocol):
 
     async def sleep(self, seconds: float) -> None: ...
 
-    def timeout(self, seconds: float | None) -> AbstractAsyncContextManager[Any]:
-        """A block that raises TimeoutError after `seconds` (None: never)."""
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Cancellable:
+        """Run `callback` after `seconds`. (Not `asyncio.timeout`: a request's pipeline
+        runs without a Task of its own, see http/pending.py.)"""
         ...
 
 
@@ -32,7 +37,5 @@ class RealClock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
-    def timeout(self, seconds: float | None) -> AbstractAsyncContextManager[Any]:
-        if seconds is None:
-            return nullcontext()
-        return asyncio.timeout(max(0.0, seconds))
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Cancellable:
+        return asyncio.get_running_loop().call_later(max(0.0, seconds), callback)

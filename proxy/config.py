@@ -10,10 +10,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from .config_policy import Policy
 from .config_types import (
@@ -112,6 +119,9 @@ class Limits(Section):
     dropped (slowloris)."""
     idle_timeout: Duration = unit("75s")
     """An idle keep-alive connection from the app is closed after this long."""
+    body_timeout: Duration = unit("30s")
+    """The longest pause between two reads of a request body; past it the attempt is
+    aborted and the app gets 408 (if nothing was answered yet)."""
 
 
 class Match(Section):
@@ -151,6 +161,14 @@ class Route(Section):
     shed_at: Literal["degraded", "limited", "emergency"] | None = None
     """At this degradation level or worse, requests go straight to the fallback (or get
     503 `shed`) without calling the upstream."""
+    upgrade: tuple[Protocol, ...] = ()
+    """Protocols an `Upgrade` request may switch to (`websocket`): after the upstream's
+    101 the connection becomes a tunnel. Other Upgrade requests get 501."""
+
+
+Protocol = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"), AfterValidator(str.lower)
+]
 
 
 class Listener(Section):

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from .config_types import Condition, Endpoint, HeaderName, PathText, Section, unit
-from .units import Duration, Rate, Ratio
+from .units import Duration, Rate, Ratio, Size
 
 
 class FailureRate(Section):
@@ -105,6 +105,14 @@ class Pool(Section):
     closes an idle connection before the upstream does and never sends on a dead one."""
 
 
+class UpstreamLimits(Section):
+    """What Fender accepts of an upstream's answers; beyond: `bad_response`."""
+
+    max_header_size: Size = unit("8KiB")
+    """Of one header line of an answer."""
+    max_headers: int = Field(default=100, ge=1, le=1000)
+
+
 class HealthCheck(Section):
     """Active checks: each endpoint is asked `path` every `interval`."""
 
@@ -137,6 +145,7 @@ class Upstream(Section):
     headers: HeaderRules = HeaderRules()
     tls: Tls = Tls()
     pool: Pool = Pool()
+    limits: UpstreamLimits = UpstreamLimits()
     forwarded_headers: bool = False
     """Add X-Forwarded-For and X-Forwarded-Proto."""
     circuit_breaker: CircuitBreaker | None = None

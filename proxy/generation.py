@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from .clock import Clock
 from .config import Config, Route
 from .faults import Faults
+from .http.upstream import AttemptRecorder, Upstream
 from .logs import JsonLog
 from .metrics import Metrics
 from .policies import Guards, build_guards, build_pipeline
-from .routing import CompiledRoute, Router
-from .server import RouteTarget, Routing
-from .upstream import AttemptRecorder, Upstream
+from .routing import CompiledRoute, Router, RouteTarget, Routing
 
 Signature = tuple[str, str, tuple[int, ...]]  # route json, policy json, ids of its guards
 

@@ -141,6 +141,19 @@ class Metrics:
             ["hash"],
             registry=r,
         )
+        self.tunnels_open = Gauge(
+            "fender_tunnels_open",
+            "Upgrade tunnels (WebSocket) open now, by route.",
+            ["route"],
+            registry=r,
+        )
+        self.tunnel_bytes = Counter(
+            "fender_tunnel_bytes_total",
+            "Bytes relayed through Upgrade tunnels, by route and direction (upstream: from "
+            "the app to the upstream; downstream: back).",
+            ["route", "direction"],
+            registry=r,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
         for result in ("success", "failure"):
             self.zero(self.config_reloads, result)
@@ -200,6 +213,13 @@ class Metrics:
     def observe_rate_limit_wait(self, scope: str, seconds: float) -> None:
         self.rate_limit_waits.labels(scope).observe(seconds)
 
+    def tunnel(self, route: str) -> TunnelStats:
+        return TunnelStats(
+            self.tunnels_open.labels(route),
+            self.tunnel_bytes.labels(route, "upstream"),
+            self.tunnel_bytes.labels(route, "downstream"),
+        )
+
     def outcomes_by_route(self) -> dict[str, dict[str, int]]:
         """Requests answered so far, by route and outcome (for GET /status)."""
         routes: dict[str, dict[str, int]] = {}
@@ -226,3 +246,20 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class TunnelStats:
+    """One tunnel's share of the tunnel metrics."""
+
+    __slots__ = ("down", "open", "up")
+
+    def __init__(self, open_: Any, up: Any, down: Any) -> None:
+        self.open, self.up, self.down = open_, up, down
+
+    def opened(self) -> None:
+        self.open.inc()
+
+    def closed(self, sent_up: int, sent_down: int) -> None:
+        self.open.dec()
+        self.up.inc(sent_up)
+        self.down.inc(sent_down)

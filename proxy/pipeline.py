@@ -11,58 +11,101 @@ locally, the upstream was not called) and `UpstreamFailed` (called, and it faile
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from .http.headers import Headers
+from .http.stream import BodyStream
 
-Body = bytes | AsyncIterable[bytes]
+# A body: whole (bytes), or streaming through (read by one connection, written by another).
+Body = bytes | BodyStream
 
 
 INF = float("inf")
 
 
-@dataclass(slots=True)
-class Call:
-    """One request on its way to an upstream; per-call state, made per request."""
+def _nothing() -> None:
+    pass
 
-    method: str
-    target: str  # path and query as the upstream will see them (after rewrite)
-    headers: CIMultiDict[str]  # already cleaned for the upstream
-    body: Body | None  # None: no body; bytes: buffered, so attempts can replay it
-    route: str
-    request_id: str
-    started: float  # clock.monotonic() at arrival
-    attempts: int = 0  # upstream attempts made so far, the first included
+
+class Call:
+    """One request on its way to an upstream; per-call state, made per request.
+
+    A plain class: its rarely changed fields are class-level defaults, so making one per
+    request sets only what the request brings.
+    """
+
     # Set by the Deadline policy (monotonic times; INF: no limit).
     deadline: float = INF  # response headers must arrive by then
     stream_deadline: float = INF  # the whole answer must be sent by then
     idle: float | None = None  # longest gap between two response body chunks
     per_try: float | None = None  # one attempt, until its response headers
     connect: float | None = None  # connecting to an endpoint
+    attempts: int = 0  # upstream attempts made so far, the first included
     last_endpoint: str | None = None  # a retry prefers another endpoint
     replayable: bool | None = None  # can the body be sent again? None: not decided yet
     sent_at: float = 0.0  # when the current attempt left for the upstream
-    # What the app sent, for policies that key on it or send to another upstream.
-    incoming: CIMultiDictProxy[str] | None = None
-    client_ip: str | None = None
+    retry_owned: bool = False  # a Retry policy decided the attempts: apps must not add more
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        headers: Headers,
+        body: Body | None,
+        route: str,
+        request_id: str,
+        started: float,
+        *,
+        incoming: Headers | None = None,
+        client_ip: str | None = None,
+        upgrade: bytes | None = None,
+        deadline: float = INF,
+    ) -> None:
+        self.method = method
+        self.target = target  # path and query as the upstream will see them (after rewrite)
+        self.headers = headers  # already cleaned for the upstream
+        self.body = body  # None: no body; bytes: whole, so attempts can replay it
+        self.route = route
+        self.request_id = request_id
+        self.started = started  # clock.monotonic() at arrival
+        # What the app sent, for policies that key on it or send to another upstream.
+        self.incoming = incoming
+        self.client_ip = client_ip
+        self.upgrade = upgrade  # the protocol of an Upgrade request (b"websocket")
+        if deadline != INF:
+            self.deadline = deadline
 
 
-@dataclass(slots=True)
 class Reply:
     """What goes back to the app: status and headers first, then a body that may stream."""
 
-    status: int
-    headers: CIMultiDict[str]
-    body: Body = b""
-    reason: str = ""  # the status line's reason phrase; empty for the standard one
+    reason: bytes = b""  # the status line's reason phrase; empty for the standard one
     content_length: int | None = None  # None: unknown, the body is sent chunked
-    outcome: str = "ok"
     fender_reason: str = ""  # x-fender-reason, when a policy shaped this reply
     close_connection: bool = False  # after a malformed request, do not trust the stream
-    release: Callable[[], None] = field(default=lambda: None)
+    release: Callable[[], None] = staticmethod(_nothing)
+    tunnel: Any = None  # after a 101: the upstream connection, handed over whole
+
+    def __init__(
+        self,
+        status: int,
+        headers: Headers,
+        body: Body = b"",
+        *,
+        outcome: str = "ok",
+        fender_reason: str = "",
+        close_connection: bool = False,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.outcome = outcome
+        if fender_reason:
+            self.fender_reason = fender_reason
+        if close_connection:
+            self.close_connection = True
 
 
 Handler = Callable[[Call], Awaitable[Reply]]

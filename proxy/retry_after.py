@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import email.utils
 import re
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .http.headers import Headers
 
 _UNIX_TIME_FLOOR = 1e9  # 2001-09-09; no API asks for a 31-year wait
 _DIGITS = re.compile(r"^[0-9]{1,12}$")  # ASCII only: "²".isdigit() is True
 _NUMBER = re.compile(r"^[0-9]{1,15}(?:\.[0-9]{1,6})?$")
 
 
-def asked_wait(headers: Mapping[str, str], now: float) -> float | None:
+def asked_wait(headers: Headers, now: float) -> float | None:
     """Seconds to wait, or None when no header says it in a form we can read.
 
     `now` is the wall clock (Unix time), for HTTP dates and Unix-time resets.

@@ -8,22 +8,64 @@ one of the upstream's configured endpoints.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from multidict import CIMultiDictProxy
+from yarl import URL
 
 from .config import Route
+
+if TYPE_CHECKING:
+    from .http.headers import Headers
+    from .http.hygiene import RequestHeaders
+    from .pipeline import Handler
 
 _DOT = frozenset({".", "%2e", "%2E"})
 _DOTDOT = frozenset({"..", ".%2e", ".%2E", "%2e.", "%2E.", "%2e%2e", "%2E%2E", "%2e%2E", "%2E%2e"})
 
 
+def split_target(raw: str) -> tuple[str, str] | None:
+    """Request target -> (path, '?query' or ''); absolute-form keeps only path and query."""
+    if not raw.startswith("/"):
+        if "://" not in raw:
+            return None  # authority-form (CONNECT): nothing to forward
+        url = URL(raw)
+        raw = url.raw_path + (f"?{url.raw_query_string}" if url.raw_query_string else "")
+    path, sep, query = raw.partition("?")
+    return path, sep + query
+
+
 def normalize_path(path: str) -> str | None:
-    """Resolve `.` and `..` segments (also percent-encoded); None if `..` climbs above `/`."""
+    """Resolve `.` and `..` segments (also percent-encoded); None if `..` climbs above `/`,
+    or if a segment would read as one to a server that decodes more than RFC 3986 asks."""
     if not path.startswith("/"):
         return None
     if "." not in path and "%2" not in path:
         return path  # the common case: nothing to resolve
+    resolved = _resolve(path)
+    if resolved is None or _hides_dot_segment(resolved):
+        return None
+    return resolved
+
+
+def _hides_dot_segment(path: str) -> bool:
+    """Would `.` or `..` appear once `%2F` and `%5C` are decoded into separators and
+    `;parameters` are dropped? (`/public/..%2Fadmin`, `/public/..;/admin`: a server that
+    decodes them climbs out of `/public`.) An encoded slash elsewhere is harmless."""
+    if "%2f" not in path.lower() and "%5c" not in path.lower() and ";" not in path:
+        return False
+    text = path
+    for encoded in ("%2f", "%2F", "%5c", "%5C", "\\"):
+        text = text.replace(encoded, "/")
+    for segment in text.split("/"):
+        segment = segment.split(";", 1)[0].lower().replace("%2e", ".")
+        if segment in (".", ".."):
+            return True
+    return False
+
+
+def _resolve(path: str) -> str | None:
     out: list[str] = []
     segments = path[1:].split("/")
     for i, segment in enumerate(segments):
@@ -53,6 +95,7 @@ class CompiledRoute:
     headers: tuple[tuple[str, str], ...]
     strip_prefix: str
     prefix: str
+    upgrade: frozenset[bytes]  # protocols an Upgrade request may ask for
 
     @classmethod
     def compile(cls, route: Route) -> CompiledRoute:
@@ -67,9 +110,10 @@ class CompiledRoute:
             headers=tuple(m.headers.items()),
             strip_prefix=route.rewrite.strip_prefix,
             prefix=route.rewrite.prefix,
+            upgrade=frozenset(p.encode() for p in route.upgrade),
         )
 
-    def matches(self, method: str, host: str, path: str, headers: CIMultiDictProxy[str]) -> bool:
+    def matches(self, method: str, host: str, path: str, headers: Headers) -> bool:
         if self.methods is not None and method not in self.methods:
             return False
         if self.path is not None and path != self.path:
@@ -102,10 +146,26 @@ class Router:
     def __init__(self, routes: list[CompiledRoute]) -> None:
         self.routes = routes
 
-    def match(
-        self, method: str, host: str, path: str, headers: CIMultiDictProxy[str]
-    ) -> CompiledRoute | None:
+    def match(self, method: str, host: str, path: str, headers: Headers) -> CompiledRoute | None:
         for route in self.routes:
             if route.matches(method, host, path, headers):
                 return route
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTarget:
+    """What a matched route leads to: its upstream's header rules and its pipeline."""
+
+    upstream: str
+    headers: RequestHeaders
+    handler: Handler
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """A listener's routes and where they lead. A reload swaps it whole: a request reads
+    it once, at its start, and keeps what it read."""
+
+    router: Router
+    targets: Mapping[str, RouteTarget]

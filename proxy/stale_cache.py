@@ -9,13 +9,12 @@ the least recently stored dropped first. Served with an `Age` header.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
-
-from multidict import CIMultiDict
 
 from .clock import Clock
 from .config_policy import Stale
+from .http.headers import Headers
+from .http.stream import BodyStream
 
 REFRESH = 1.0  # seconds: an entry younger than this is not replaced
 
@@ -24,7 +23,7 @@ REFRESH = 1.0  # seconds: an entry younger than this is not replaced
 class Entry:
     stored: float
     status: int
-    headers: CIMultiDict[str]
+    headers: Headers
     body: bytes
 
 
@@ -50,7 +49,7 @@ class StaleCache:
         age = self.clock.monotonic() - entry.stored
         return (entry, age) if age <= self.max_age else None
 
-    def keeps(self, method: str, status: int, headers: CIMultiDict[str], personal: bool) -> bool:
+    def keeps(self, method: str, status: int, headers: Headers, personal: bool) -> bool:
         """May this answer be served later, to anyone? Not when it was for one user: the
         request carried the app's own credentials or cookies (`personal`), or the answer
         sets a cookie or says it is private or not to be stored."""
@@ -66,45 +65,19 @@ class StaleCache:
         old = self._entries.get((method, target))
         return old is not None and self.clock.monotonic() - old.stored < REFRESH
 
-    def put(
-        self, method: str, target: str, status: int, headers: CIMultiDict[str], body: bytes
-    ) -> None:
+    def put(self, method: str, target: str, status: int, headers: Headers, body: bytes) -> None:
         """Keep a whole answer (when it is within the size limit)."""
         if len(body) <= self.entry_limit:
-            entry = Entry(self.clock.monotonic(), status, _kept(headers), body)
+            entry = Entry(self.clock.monotonic(), status, headers.copy(), body)
             self._put((method, target), entry)
 
     def tee(
-        self,
-        method: str,
-        target: str,
-        status: int,
-        headers: CIMultiDict[str],
-        body: AsyncIterable[bytes],
-    ) -> AsyncIterator[bytes]:
+        self, method: str, target: str, status: int, headers: Headers, body: BodyStream
+    ) -> BodyStream:
         """The body as it streams, kept once it has ended within the size limit. (The
         headers are copied now: Fender adds its own to the live answer before it streams.)"""
-        return self._copy((method, target), status, _kept(headers), body)
-
-    async def _copy(
-        self,
-        key: tuple[str, str],
-        status: int,
-        headers: CIMultiDict[str],
-        body: AsyncIterable[bytes],
-    ) -> AsyncIterator[bytes]:
-        chunks: list[bytes] | None = []
-        size = 0
-        async for chunk in body:
-            if chunks is not None:
-                size += len(chunk)
-                if size > self.entry_limit:
-                    chunks = None
-                else:
-                    chunks.append(chunk)
-            yield chunk
-        if chunks is not None:
-            self._put(key, Entry(self.clock.monotonic(), status, headers, b"".join(chunks)))
+        body.observe(_Copy(self, (method, target), status, headers.copy()))
+        return body
 
     def _put(self, key: tuple[str, str], entry: Entry) -> None:
         old = self._entries.pop(key, None)
@@ -117,6 +90,31 @@ class StaleCache:
             self.bytes -= len(dropped.body)
 
 
-def _kept(headers: CIMultiDict[str]) -> CIMultiDict[str]:
-    """A copy (made in C); Fender's own headers are added later, to the original."""
-    return headers.copy()
+class _Copy:
+    """Watches an answer stream by and keeps it, if it ends within the size limit."""
+
+    __slots__ = ("cache", "chunks", "headers", "key", "size", "status")
+
+    def __init__(
+        self, cache: StaleCache, key: tuple[str, str], status: int, headers: Headers
+    ) -> None:
+        self.cache, self.key, self.status, self.headers = cache, key, status, headers
+        self.chunks: list[bytes] | None = []
+        self.size = 0
+
+    def chunk(self, data: bytes) -> None:
+        if self.chunks is not None:
+            self.size += len(data)
+            if self.size > self.cache.entry_limit:
+                self.chunks = None
+            else:
+                self.chunks.append(data)
+
+    def end(self) -> None:
+        if self.chunks is not None:
+            cache = self.cache
+            body = b"".join(self.chunks)
+            cache._put(self.key, Entry(cache.clock.monotonic(), self.status, self.headers, body))
+
+    def fail(self, reason: str) -> None:
+        self.chunks = None

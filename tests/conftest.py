@@ -5,9 +5,15 @@ from typing import Any
 
 import aiohttp
 import pytest
+import uvloop
 
 from tests.support.proxy import RunningProxy, start_proxy
 from tests.support.upstream import ScriptedUpstream
+
+
+def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Any]:
+    """Every test runs on uvloop, the loop Fender itself runs on."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture

@@ -33,11 +33,11 @@ from ..breaker import STATE_VALUE, CircuitBreaker
 from ..clock import Clock
 from ..config_policy import Policy as PolicyConfig
 from ..degradation import Shed
-from ..headers import RequestHeaders
+from ..http.hygiene import RequestHeaders
+from ..http.upstream import Upstream
 from ..logs import JsonLog
 from ..metrics import Metrics
 from ..pipeline import Handler, Policy, compose
-from ..upstream import Upstream
 from .bulkhead import Bulkhead
 from .circuit import BreakerPolicy
 from .deadline import Deadline

@@ -58,15 +58,17 @@ class Bulkhead:
             self._reject(call)
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
+        timer = self.clock.call_later(wait, lambda: _expire(waiter))
         try:
-            async with self.clock.timeout(wait):
-                await waiter
+            await waiter
         except TimeoutError:
             self._leave(waiter)
             self._reject(call)
         except BaseException:
             self._leave(waiter)
             raise
+        finally:
+            timer.cancel()
 
     def _leave(self, waiter: asyncio.Future[None]) -> None:
         """A waiter gives up; if a slot was handed to it meanwhile, pass it on."""
@@ -93,6 +95,11 @@ class Bulkhead:
             f"and {len(self._waiters)} waiting",
             retry_after=1.0,
         )
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 def _once(first: Callable[[], None], then: Callable[[], None]) -> Callable[[], None]:

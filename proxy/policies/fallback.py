@@ -12,14 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from multidict import CIMultiDict
-
 from ..body import make_replayable
 from ..classify import may_repeat
 from ..clock import Clock
 from ..config_policy import Fallback as FallbackConfig
 from ..config_policy import FallbackStep
-from ..headers import RequestHeaders
+from ..http.headers import Headers
+from ..http.hygiene import RequestHeaders
 from ..metrics import Metrics
 from ..pipeline import Call, FenderError, Handler, Reply, UpstreamFailed
 from ..stale_cache import StaleCache
@@ -148,7 +147,7 @@ class Fallback:
         assert step.static is not None
         return Reply(
             status=step.static.status,
-            headers=CIMultiDict(step.static.headers),
+            headers=Headers(step.static.headers),
             body=step.static.content,
         )
 

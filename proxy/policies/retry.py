@@ -43,10 +43,10 @@ class Retry:
 
     async def __call__(self, call: Call, call_next: Handler) -> Reply:
         self.budget.record_request(call.started)
-        body = call.body  # no body, or one already kept: the common case needs no await
+        body = call.body  # no body, or a small whole one: the common case needs no await
         replayable = (
             body is None
-            or isinstance(body, bytes)
+            or (isinstance(body, bytes) and len(body) <= self.buffer_limit)
             or await make_replayable(call, self.buffer_limit)
         )
         if not replayable:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from contextlib import AbstractAsyncContextManager, nullcontext
-from typing import Any
+from collections.abc import Callable
 
 
 class FakeClock:
@@ -12,6 +11,7 @@ class FakeClock:
         self.now = start
         self.wall_offset = wall - start
         self.sleeps: list[float] = []
+        self.timers: list[Timer] = []
 
     def monotonic(self) -> float:
         return self.now
@@ -21,11 +21,32 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+        self._fire()
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
+        self._fire()
         await asyncio.sleep(0)
 
-    def timeout(self, seconds: float | None) -> AbstractAsyncContextManager[Any]:
-        return nullcontext()  # unit tests script results; real timeouts are integration tests
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Timer:
+        timer = Timer(self.now + seconds, callback)
+        self.timers.append(timer)
+        return timer
+
+    def _fire(self) -> None:
+        due = [t for t in self.timers if t.when <= self.now]
+        self.timers = [t for t in self.timers if t.when > self.now]
+        for timer in due:
+            if not timer.cancelled:
+                timer.callback()
+
+
+class Timer:
+    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True

@@ -6,17 +6,18 @@ import random
 from collections import deque
 
 import pytest
-from multidict import CIMultiDict
 
 from proxy.config_policy import Retry as RetryConfig
+from proxy.http.headers import Headers
 from proxy.metrics import Metrics
 from proxy.pipeline import Call, Rejected, Reply, UpstreamFailed
 from proxy.policies.retry import Retry
 from tests.support.clock import FakeClock
+from tests.support.streams import Collect, stream_of
 
 
 def reply(status: int, **headers: str) -> Reply:
-    r = Reply(status=status, headers=CIMultiDict(headers))
+    r = Reply(status=status, headers=Headers(headers))
     r.outcome = "failed" if status >= 500 else "ok"
     return r
 
@@ -51,7 +52,7 @@ def call(method="GET", deadline=float("inf"), body=None, **headers: str) -> Call
     return Call(
         method=method,
         target="/",
-        headers=CIMultiDict(headers),
+        headers=Headers(headers),
         body=body,
         route="r",
         request_id="id",
@@ -167,31 +168,23 @@ async def test_body_is_buffered_for_replay():
         seen.append(c.body)
         return reply(503 if c.attempts == 1 else 200)
 
-    async def body():
-        yield b"ab"
-        yield b"cd"
-
-    await policy(call("PUT", body=body()), upstream)
+    await policy(call("PUT", body=stream_of(b"ab", b"cd")), upstream)
     assert seen == [b"abcd", b"abcd"]
 
 
 async def test_body_over_buffer_limit_streams_once_and_is_not_retried():
     policy, _, metrics = make(buffer_limit="4B")
 
-    async def body():
-        for part in (b"abc", b"def", b"gh"):
-            yield part
-
-    sent: list[bytes] = []
+    sent = Collect()
 
     async def upstream(c: Call) -> Reply:
         c.attempts += 1
-        sent.extend([chunk async for chunk in c.body])
+        c.body.pipe(sent)
         return reply(503)
 
-    c = call("PUT", body=body())
+    c = call("PUT", body=stream_of(b"abc", b"def", b"gh"))
     assert (await policy(c, upstream)).status == 503
-    assert b"".join(sent) == b"abcdefgh" and c.attempts == 1
+    assert sent.body == b"abcdefgh" and sent.ended and c.attempts == 1
     assert sample(metrics, "fender_retry_skipped_total", route="r", reason="body_too_large") == 1
 
 
