@@ -45,8 +45,9 @@ class Backoff(Section):
 
 class RetryAfter(Section):
     honor: bool = True
-    """On 429 and 503, wait what `Retry-After` (seconds or HTTP date), `RateLimit-Reset` or
-    `X-RateLimit-Reset` asks instead of the backoff."""
+    """On 429 and 503, wait what the upstream asks instead of the backoff: `retry-after-ms`,
+    `Retry-After` (seconds or HTTP date), `RateLimit-Reset`, `X-RateLimit-Reset`, or the
+    longer of `x-ratelimit-reset-requests` and `x-ratelimit-reset-tokens`."""
     max: Duration = unit("60s")
     """A longer ask is not waited for: the answer goes to the app at once."""
 

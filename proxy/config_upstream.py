@@ -77,8 +77,9 @@ class UpstreamRateLimit(Section):
     max_wait: Duration = unit("1s")
     """In `queue` mode, the longest wait for a token (never past the deadline)."""
     cooldown: bool = True
-    """After a 429 or 503 with Retry-After, hold every attempt for that long: they wait if
-    their deadline allows, or are answered at once with the time left."""
+    """After a 429 or 503 that asks for a wait (Retry-After, retry-after-ms, the rate-limit
+    reset headers), hold every attempt for that long: they wait if their deadline allows,
+    or are answered at once with the time left."""
     max_cooldown: Duration = unit("60s")
     """A longer ask pauses the upstream this long only (a bad header must not block it)."""
 

@@ -7,8 +7,8 @@ waits for its token (FIFO, up to `max_wait`, never past the deadline); otherwise
 that, it gets 429 `rate_limited` with `Retry-After` and the IETF `RateLimit` headers.
 
 The quota's cool-down: when the upstream answers 429 or 503 with a wait (`Retry-After`,
-`RateLimit-Reset`), every attempt holds off that long: it waits if its deadline allows,
-or is answered at once with the time left.
+`retry-after-ms`, the rate-limit reset headers: see retry_after.py), every attempt holds
+off that long: it waits if its deadline allows, or is answered at once with the time left.
 """
 
 from __future__ import annotations

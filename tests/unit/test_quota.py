@@ -42,6 +42,20 @@ async def test_a_429_pauses_the_quota_for_what_it_asks_up_to_max_cooldown(asked,
     assert clock.sleeps == [pytest.approx(paused)]
 
 
+@pytest.mark.parametrize(
+    ("headers", "paused"),
+    [
+        ({"retry-after-ms": "2500"}, 2.5),
+        ({"x-ratelimit-reset-requests": "20ms", "x-ratelimit-reset-tokens": "6m0s"}, 30.0),
+    ],
+)
+async def test_the_llm_apis_wait_headers_pause_the_quota(headers, paused):
+    clock = FakeClock()
+    quota = Quota(UpstreamRateLimit(max_cooldown="30s"), "up", clock, Metrics())
+    await quota(call(clock, 100), answering(429, **headers))
+    assert quota.pause_left() == pytest.approx(paused)
+
+
 async def test_a_request_that_cannot_wait_out_the_pause_is_answered_at_once():
     clock = FakeClock()
     quota = Quota(UpstreamRateLimit(), "up", clock, Metrics())

@@ -128,6 +128,19 @@ async def test_retry_after_is_waited_instead_of_backoff():
     assert result.status == 200 and clock.sleeps == [2.0]
 
 
+@pytest.mark.parametrize(
+    ("headers", "waited"),
+    [
+        ({"retry-after-ms": "1500", "Retry-After": "2"}, 1.5),
+        ({"x-ratelimit-reset-requests": "1s", "x-ratelimit-reset-tokens": "3s"}, 3.0),
+    ],
+)
+async def test_the_llm_apis_wait_headers_are_waited_instead_of_backoff(headers, waited):
+    policy, clock, _ = make()
+    result = await policy(call(), Script(reply(429, **headers), reply(200)))
+    assert result.status == 200 and clock.sleeps == [pytest.approx(waited)]
+
+
 async def test_retry_after_beyond_max_relays_at_once():
     policy, clock, metrics = make(retry_after={"max": "60s"})
     result = await policy(call(), Script(reply(503, **{"Retry-After": "120"})))
