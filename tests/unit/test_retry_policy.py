@@ -82,6 +82,17 @@ async def test_gives_the_last_answer_when_attempts_are_used_up():
     assert (result.status, result.outcome, c.attempts) == (503, "failed", 2)
 
 
+@pytest.mark.parametrize("headers", [{}, {"Retry-After": "120"}])
+async def test_a_429_given_up_on_is_failed_not_ok(headers):
+    policy, _, _ = make(attempts=2)
+    result = await policy(call(), Script(reply(429, **headers), reply(429, **headers)))
+    assert (result.status, result.outcome, result.fender_reason) == (
+        429,
+        "failed",
+        "upstream_status",
+    )
+
+
 async def test_status_not_listed_is_relayed_at_once():
     policy, clock, _ = make(on=["503"])
     result = await policy(call(), Script(reply(500)))
