@@ -192,14 +192,15 @@ class Config(Section):
         return self._source
 
     def public_view(self) -> dict[str, Any]:
-        """The effective config with every secret replaced (for GET /config and the hash)."""
+        """The effective config with every secret replaced (for GET /config and the hash):
+        `${...}` values show as written, and no header value is shown at all."""
         data: dict[str, Any] = self.model_dump(mode="json")
+        for path in _header_maps(data):
+            headers = _get(data, path)
+            for header in headers:
+                headers[header] = "<redacted>"
         for path, template in self._templates.items():
-            _put(data, path, template)
-        for name, upstream in data["upstreams"].items():
-            for header in upstream["headers"]["set"]:
-                if ("upstreams", name, "headers", "set", header) not in self._templates:
-                    upstream["headers"]["set"][header] = "<redacted>"
+            _put(data, path, template)  # as written: `Bearer ${API_KEY}` names no secret
         return data
 
     @property
@@ -264,10 +265,28 @@ def reference_problems(config: Config) -> list[tuple[KeyPath, str]]:
     return problems
 
 
-def _put(data: Any, path: KeyPath, value: Any) -> None:
-    for part in path[:-1]:
+def _header_maps(data: dict[str, Any]) -> list[KeyPath]:
+    """Where header values are in a dumped config: upstreams' `headers.set`, routes'
+    `match.headers`, static fallbacks' `headers`."""
+    paths: list[KeyPath] = [("upstreams", name, "headers", "set") for name in data["upstreams"]]
+    for i, listener in enumerate(data["listeners"]):
+        for j, _ in enumerate(listener["routes"]):
+            paths.append(("listeners", i, "routes", j, "match", "headers"))
+    for name, policy in data["policies"].items():
+        for k, step in enumerate((policy["fallback"] or {}).get("chain", ())):
+            if step["static"] is not None:
+                paths.append(("policies", name, "fallback", "chain", k, "static", "headers"))
+    return paths
+
+
+def _get(data: Any, path: KeyPath) -> Any:
+    for part in path:
         data = data[part]
-    data[path[-1]] = value
+    return data
+
+
+def _put(data: Any, path: KeyPath, value: Any) -> None:
+    _get(data, path[:-1])[path[-1]] = value
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:

@@ -103,3 +103,31 @@ async def test_unknown_control_path_is_json_404(upstream, proxy_factory, client)
         assert (await resp.json()) == {"error": "not_found"}
     async with client.post(f"{proxy.control_url}/config") as resp:
         assert resp.status == 405
+
+
+async def test_get_config_echoes_no_header_value(upstream, proxy_factory, client):
+    data = config(
+        {"up": {"endpoints": [upstream.url], "headers": {"set": {"x-api-key": "set-secret-1"}}}},
+        [
+            {
+                "name": "r",
+                "upstream": "up",
+                "match": {"headers": {"x-tenant": "match-secret-2"}},
+                "policy": "p",
+            }
+        ],
+        policies={
+            "p": {
+                "fallback": {
+                    "chain": [{"static": {"headers": {"x-hint": "static-secret-3"}, "body": "x"}}]
+                }
+            }
+        },
+    )
+    proxy = await proxy_factory(data)
+    async with client.get(f"{proxy.control_url}/config") as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    assert "x-tenant" in text and "x-hint" in text  # the names are shown
+    for secret in ("set-secret-1", "match-secret-2", "static-secret-3"):
+        assert secret not in text

@@ -129,6 +129,23 @@ def test_public_view_redacts_header_values_and_shows_templates(tmp_path):
     assert view["drain"]["delay"] == "5s"
 
 
+def test_public_view_redacts_route_match_and_static_fallback_header_values(tmp_path):
+    text = GOOD.replace(
+        "methods: [POST]}", "methods: [POST], headers: {x-tenant: tenant-secret-7}}"
+    ).replace("upstream: openai", "upstream: openai\n        policy: p") + (
+        "policies:\n  p:\n    fallback:\n      chain:\n"
+        "        - static: {status: 503, headers: {x-token: static-secret-8}, body: sorry}\n"
+    )
+    config = load(tmp_path, text)
+    view = config.public_view()
+    assert view["listeners"][0]["routes"][0]["match"]["headers"] == {"x-tenant": "<redacted>"}
+    static = view["policies"]["p"]["fallback"]["chain"][0]["static"]
+    assert static["headers"] == {"x-token": "<redacted>"} and static["body"] == "sorry"
+    assert "tenant-secret-7" not in str(view) and "static-secret-8" not in str(view)
+    # The running config still has the values.
+    assert config.listeners[0].routes[0].match.headers == {"x-tenant": "tenant-secret-7"}
+
+
 def test_keys_are_text_as_written_so_on_is_not_a_boolean(tmp_path):
     text = GOOD.replace("upstream: openai", "upstream: openai\n        policy: p") + (
         "policies:\n  p:\n    retry:\n      on: [503, 5xx, reset]\n      attempts: 2\n"
