@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from .config_types import Condition, Endpoint, HeaderName, PathText, Section, unit
-from .units import Duration, Rate, Ratio
+from .units import Duration, Rate, Ratio, Size
 
 
 class FailureRate(Section):
@@ -45,7 +45,14 @@ class CircuitBreaker(Section):
     """How long it stays open after a trip; doubled on each trip in a row."""
     max_open_for: Duration = unit("5m")
     half_open: HalfOpen = HalfOpen()
-    failure_on: tuple[Condition, ...] = ("connect_error", "tls_error", "reset", "timeout", "5xx")
+    failure_on: tuple[Condition, ...] = (
+        "connect_error",
+        "tls_error",
+        "reset",
+        "timeout",
+        "bad_response",
+        "5xx",
+    )
     """What counts as a failure. Fender's own rejections never do."""
 
     @model_validator(mode="after")
@@ -106,6 +113,15 @@ class Pool(Section):
     closes an idle connection before the upstream does and never sends on a dead one."""
 
 
+class UpstreamLimits(Section):
+    """What an upstream's answer may be; beyond it, the attempt fails as `bad_response`."""
+
+    max_header_size: Size = unit("8KiB")
+    """Of one response header line."""
+    max_headers: int = Field(default=100, ge=1, le=1000)
+    """Response headers in one answer."""
+
+
 class HealthCheck(Section):
     """Active checks: each endpoint is asked `path` every `interval`."""
 
@@ -138,6 +154,7 @@ class Upstream(Section):
     headers: HeaderRules = HeaderRules()
     tls: Tls = Tls()
     pool: Pool = Pool()
+    limits: UpstreamLimits = UpstreamLimits()
     forwarded_headers: bool = False
     """Add X-Forwarded-For and X-Forwarded-Proto."""
     circuit_breaker: CircuitBreaker | None = None

@@ -92,6 +92,9 @@ class Upstream:
             auto_decompress=False,
             trust_env=False,
             timeout=aiohttp.ClientTimeout(total=None),
+            # An answer beyond these is a `bad_response` (aiohttp's ClientResponseError).
+            max_field_size=self.config.limits.max_header_size,
+            max_headers=self.config.limits.max_headers,
         )
         if self.health is not None and self.config.health_check is not None:
             self._checks = asyncio.ensure_future(self.health.run_checks(self._probe))

@@ -7,6 +7,7 @@ import textwrap
 import pytest
 
 from proxy.config import Config, load_config
+from proxy.config_upstream import CircuitBreaker
 from proxy.loader import ConfigError
 
 GOOD = """\
@@ -167,3 +168,14 @@ def test_keys_are_text_as_written_so_on_is_not_a_boolean(tmp_path):
 )
 def test_declared_faults_are_checked(tmp_path, fault, problem):
     assert problems(tmp_path, GOOD + f"faults:\n  - {fault}\n") == [problem]
+
+
+def test_bad_response_is_a_condition_and_a_failure_by_default(tmp_path):
+    text = GOOD.replace("upstream: openai", "upstream: openai\n        policy: p") + (
+        "policies:\n  p:\n    retry: {on: [bad_response, 503]}\n"
+    )
+    config = load(tmp_path, text)
+    assert config.policies["p"].retry.on == ("bad_response", "503")
+    assert "bad_response" in CircuitBreaker().failure_on
+    limits = config.upstreams["openai"].limits
+    assert (limits.max_header_size, limits.max_headers) == (8 * 1024, 100)
