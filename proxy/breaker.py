@@ -80,6 +80,21 @@ class CircuitBreaker:
             return PROBE
         return REJECT
 
+    def current(self) -> str:
+        """The state a call would find now: an override while it lasts, and an open circuit
+        whose `open_for` has passed is half_open (ready to probe) even before a call came
+        to move it. What metrics, the status and the degradation level read."""
+        now = self.clock.monotonic()
+        if self.forced is not None and now < self.forced_until:
+            return self.forced
+        if self.state == OPEN and now >= self.open_until:
+            return HALF_OPEN
+        return self.state
+
+    def ready_to_probe(self) -> bool:
+        """Would admit() grant a probe now? (A shed route lets such a call through.)"""
+        return self.current() == HALF_OPEN and self._probes_in_flight < self.config.half_open.probes
+
     def retry_after(self) -> float:
         """Seconds until calls may flow again (for the Retry-After of a rejection)."""
         return max(1.0, self.open_until - self.clock.monotonic())
@@ -87,9 +102,10 @@ class CircuitBreaker:
     def status(self) -> dict[str, object]:
         now = self.clock.monotonic()
         forced = self.forced if self.forced is not None and now < self.forced_until else None
+        state = self.current()
         return {
-            "state": self.state,
-            "open_for_s": round(max(0.0, self.open_until - now), 3) if self.state == OPEN else 0,
+            "state": state,
+            "open_for_s": round(max(0.0, self.open_until - now), 3) if state == OPEN else 0,
             "trips_in_a_row": self.trips_in_a_row,
             "override": {"state": forced, "expires_in_s": round(self.forced_until - now, 3)}
             if forced

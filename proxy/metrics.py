@@ -8,6 +8,7 @@ labelled children so a request costs dictionary look-ups, not label validation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -193,9 +194,13 @@ class Metrics:
     def count_fallback(self, route: str, kind: str) -> None:
         self._inc(self.fallbacks, route, kind)
 
-    def count_transition(self, upstream: str, was: str, to: str, value: int) -> None:
+    def count_transition(self, upstream: str, was: str, to: str) -> None:
         self._inc(self.circuit_transitions, upstream, was, to)
-        self.circuit_state.labels(upstream).set(value)
+
+    def watch_breaker(self, upstream: str, state: Callable[[], int]) -> None:
+        """The circuit's effective state is read when scraped: an open circuit whose
+        open_for has passed shows half_open, though no call came to move it."""
+        self.circuit_state.labels(upstream).set_function(state)
 
     def observe_rate_limit_wait(self, scope: str, seconds: float) -> None:
         self.rate_limit_waits.labels(scope).observe(seconds)

@@ -51,7 +51,7 @@ class StatusBoard:
         out: dict[str, str] = {}
         for name, upstream in gen.upstreams.items():
             breaker, health = gen.guards[name].breaker, upstream.health
-            is_open = breaker is not None and breaker.state == OPEN
+            is_open = breaker is not None and breaker.current() == OPEN
             no_endpoint = health is not None and not any(
                 health.usable(e.label) for e in upstream.endpoints
             )

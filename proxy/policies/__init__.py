@@ -9,7 +9,8 @@ DESIGN.md's request path, outermost first:
 Why this order:
 - Fallback is outermost: it must see every failure below it, rejections included.
 - Shed (a route's `shed_at`) is right inside it: a shed request goes to the fallback
-  before it waits for anything or spends any token.
+  before it waits for anything or spends any token. (A call its own upstream's breaker
+  would take as a probe goes on: without probes, a tripped upstream never recovers.)
 - Deadline is next: it sets the limits that every wait below must fit in.
 - The route's RateLimit is spent once per request, before any attempt.
 - Retry wraps the upstream's guards, so each attempt is one breaker sample, holds one
@@ -64,12 +65,13 @@ def build_guards(upstream: Upstream, *, clock: Clock, metrics: Metrics, log: Jso
     if config.circuit_breaker is not None:
 
         def on_transition(was: str, to: str, why: str) -> None:
-            metrics.count_transition(name, was, to, STATE_VALUE[to])
+            metrics.count_transition(name, was, to)
             level = "warning" if to == "open" else "info"
             log.event("circuit", level, upstream=name, was=was, to=to, why=why)
 
         breaker = CircuitBreaker(config.circuit_breaker, clock, on_transition)
-        metrics.circuit_state.labels(name).set(0)
+        current = breaker.current
+        metrics.watch_breaker(name, lambda: STATE_VALUE[current()])
         policies.append(BreakerPolicy(breaker, name, clock, metrics))
     if config.bulkhead is not None:
         bulkhead = Bulkhead(config.bulkhead, name, clock, metrics)
@@ -111,7 +113,8 @@ def build_pipeline(
             )
         )
     if shed_at is not None:
-        policies.append(Shed(shed_at, level))
+        breaker = guards[upstream].breaker
+        policies.append(Shed(shed_at, level, breaker.ready_to_probe if breaker else None))
     policies.append(Deadline(config.timeouts))
     if config.rate_limit is not None:
         policies.append(RateLimit(config.rate_limit, route, clock, metrics))

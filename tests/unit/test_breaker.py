@@ -157,3 +157,25 @@ def test_verdicts_of_calls_admitted_before_a_trip_are_ignored():
 def test_config_needs_a_way_to_trip():
     with pytest.raises(ValueError):
         BreakerConfig.model_validate({"consecutive_failures": None})
+
+
+def test_the_effective_state_is_ready_to_probe_once_open_for_passed_without_a_call():
+    b, clock, _ = breaker(consecutive_failures=1, open_for="10s")
+    calls(b, True)
+    assert (b.current(), b.ready_to_probe()) == (OPEN, False)
+    clock.advance(10)
+    assert (b.current(), b.ready_to_probe()) == (HALF_OPEN, True)  # nobody asked: still
+    assert b.state == OPEN  # the machine moves when a call comes
+    permit = b.admit()
+    assert permit >= PROBE and b.state == HALF_OPEN
+    assert (b.current(), b.ready_to_probe()) == (HALF_OPEN, False)  # its one probe is out
+
+
+def test_an_override_is_the_effective_state_while_it_lasts():
+    b, clock, _ = breaker(consecutive_failures=1)
+    b.force(OPEN, 5)
+    assert (b.current(), b.ready_to_probe()) == (OPEN, False)
+    clock.advance(5)
+    assert b.current() == HALF_OPEN  # the hold ended: ready to probe
+    b.force(CLOSED, 5)
+    assert b.current() == CLOSED
