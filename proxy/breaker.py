@@ -6,12 +6,15 @@ reaches its threshold with at least `min_calls` samples; a slow call does the sa
 the share of slow calls (`slow_calls`). Only a failure or a slow call can trip it.
 Open: nothing is let through until `open_for` has passed (doubled on each trip in a row,
 up to `max_open_for`). Then half_open: exactly `probes` trial calls at a time; `successes`
-of them close the circuit, one failure opens it again. The wrapper that feeds it samples
-is `policies/circuit.py`.
+of them close the circuit, one failure opens it again. A probe that has not answered
+within `max_wait` is that failure: its permit is freed, and its verdict, should it come
+later, is ignored (each probe permit is a number of its own, so a late one is known).
+The wrapper that feeds it samples is `policies/circuit.py`.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 from .clock import Clock
@@ -21,7 +24,8 @@ from .window import SlidingCounts
 CLOSED, HALF_OPEN, OPEN = "closed", "half_open", "open"
 STATE_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 
-REJECT, CALL, PROBE = 0, 1, 2  # what admit() grants
+# What admit() grants: REJECT, CALL, or a probe permit, a number of PROBE or above.
+REJECT, CALL, PROBE = 0, 1, 2
 Transition = Callable[[str, str, str], None]  # (from, to, why)
 
 
@@ -34,7 +38,8 @@ class CircuitBreaker:
         self.open_until = 0.0
         self.trips_in_a_row = 0
         self._consecutive = 0
-        self._probes_in_flight = 0
+        self._probes: dict[int, float] = {}  # permit -> when it was granted
+        self._probe_ids = itertools.count(PROBE)
         self._probe_successes = 0
         rate, slow = config.failure_rate, config.slow_calls
         self._failures = SlidingCounts(rate.window, clock) if rate else None
@@ -71,14 +76,24 @@ class CircuitBreaker:
                 return decided
         if self.state == CLOSED:
             return CALL
+        now = self.clock.monotonic()
         if self.state == OPEN:
-            if self.clock.monotonic() < self.open_until:
+            if now < self.open_until:
                 return REJECT
             self._move(HALF_OPEN, "open_for elapsed")
-        if self._probes_in_flight < self.config.half_open.probes:
-            self._probes_in_flight += 1
-            return PROBE
+        elif self._late(now):
+            self._trip("a probe did not answer within max_wait")
+            return REJECT
+        if len(self._probes) < self.config.half_open.probes:
+            permit = next(self._probe_ids)
+            self._probes[permit] = now
+            return permit
         return REJECT
+
+    def _late(self, now: float) -> bool:
+        """Has a probe out now gone unanswered past max_wait?"""
+        max_wait = self.config.half_open.max_wait
+        return any(now - granted >= max_wait for granted in self._probes.values())
 
     def current(self) -> str:
         """The state a call would find now: an override while it lasts, and an open circuit
@@ -89,11 +104,15 @@ class CircuitBreaker:
             return self.forced
         if self.state == OPEN and now >= self.open_until:
             return HALF_OPEN
+        if self.state == HALF_OPEN and self._late(now):
+            return OPEN  # the late probe is a failed one: the next call reopens it
         return self.state
 
     def ready_to_probe(self) -> bool:
         """Would admit() grant a probe now? (A shed route lets such a call through.)"""
-        return self.current() == HALF_OPEN and self._probes_in_flight < self.config.half_open.probes
+        if self.current() != HALF_OPEN:
+            return False
+        return self.state == OPEN or len(self._probes) < self.config.half_open.probes
 
     def retry_after(self) -> float:
         """Seconds until calls may flow again (for the Retry-After of a rejection)."""
@@ -116,10 +135,9 @@ class CircuitBreaker:
         self, permit: int, *, failure: bool, slow: bool = False, now: float | None = None
     ) -> None:
         """The verdict of a call that admit() let through (`now`: the clock, if read)."""
-        if permit == PROBE:
-            self._probes_in_flight -= 1
-            if self.state != HALF_OPEN:
-                return
+        if permit >= PROBE:
+            if self._probes.pop(permit, None) is None or self.state != HALF_OPEN:
+                return  # late (counted failed at max_wait), or of an earlier half-open period
             if failure:
                 self._trip("a probe failed")
                 return
@@ -142,8 +160,8 @@ class CircuitBreaker:
 
     def release(self, permit: int) -> None:
         """A call that ended without a verdict (rejected further in, or cancelled)."""
-        if permit == PROBE:
-            self._probes_in_flight -= 1
+        if permit >= PROBE:
+            self._probes.pop(permit, None)
 
     def _why_trip(self) -> str | None:
         c = self.config
@@ -169,6 +187,7 @@ class CircuitBreaker:
     def _move(self, to: str, why: str) -> None:
         was, self.state = self.state, to
         self._consecutive = 0
+        self._probes.clear()  # probes still out give no verdict in the new state
         self._probe_successes = 0
         if self._failures is not None:
             self._failures.clear()

@@ -33,6 +33,9 @@ class HalfOpen(Section):
     """Trial calls let through at once while half open; other calls are answered as open."""
     successes: int = Field(default=1, ge=1)
     """Successful trial calls that close the circuit; one failed trial reopens it."""
+    max_wait: Duration = unit("10s")
+    """A trial call whose response headers have not come by then counts as failed, and
+    its permit is freed (a hung probe must not hold the circuit)."""
 
 
 class CircuitBreaker(Section):

@@ -45,6 +45,9 @@ class Call:
     last_endpoint: str | None = None  # a retry prefers another endpoint
     replayable: bool | None = None  # can the body be sent again? None: not decided yet
     sent_at: float = 0.0  # when the current attempt left for the upstream
+    # The current attempt holds a half-open probe permit: it must not wait in a bulkhead
+    # queue, a cool-down or for a token (it is rejected locally instead).
+    probe: bool = False
     # What the app sent, for policies that key on it or send to another upstream.
     incoming: CIMultiDictProxy[str] | None = None
     client_ip: str | None = None

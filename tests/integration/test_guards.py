@@ -269,3 +269,28 @@ async def test_upstream_header_limits_make_an_oversized_answer_bad_response(
     async with RawUpstream(head) as oversized:  # within the defaults, it goes through
         proxy = await proxy_factory(guarded(oversized.url))
         assert (await get(client, f"{proxy.url}/x"))[0] == 200
+
+
+async def test_a_hung_probe_stops_holding_the_circuit_after_max_wait(
+    upstream, proxy_factory, client
+):
+    breaker = {"consecutive_failures": 1, "open_for": "200ms", "half_open": {"max_wait": "300ms"}}
+    proxy = await proxy_factory(guarded(upstream.url, circuit_breaker=breaker))
+    upstream.push(Step(status=500), Step(hang=True))
+    assert (await get(client, f"{proxy.url}/x"))[0] == 500  # open
+    await asyncio.sleep(0.25)
+    hung = asyncio.create_task(get(client, f"{proxy.url}/x"))  # the probe, and it hangs
+    while len(upstream.seen) < 2:
+        await asyncio.wait_for(upstream.arrived.wait(), 5)
+        upstream.arrived.clear()
+    status, headers = await get(client, f"{proxy.url}/x")
+    assert (status, headers["x-fender-reason"]) == (503, "circuit_open")  # the probe is out
+    await asyncio.sleep(0.35)  # past max_wait: the probe counts as failed, open for 400ms
+    assert proxy.metric("fender_circuit_state", upstream="up") == 2
+    assert (await get(client, f"{proxy.url}/x"))[1]["x-fender-reason"] == "circuit_open"
+    await asyncio.sleep(0.45)
+    status, headers = await get(client, f"{proxy.url}/x")  # a new probe, and it answers
+    assert (status, headers.get("x-fender-reason")) == (200, None)
+    assert proxy.metric("fender_circuit_state", upstream="up") == 0
+    assert len(upstream.seen) == 3
+    hung.cancel()
