@@ -1,23 +1,41 @@
 """The last good answers of a route, kept for the `stale` fallback.
 
-An answer is kept when it is a 2xx to a cacheable method, meant for anyone (no cookie, not
-private, no credential of the app's own on the request), and its body, copied as it
-streams to the app, finishes within the size limit. Bounded by entry count and bytes,
-the least recently stored dropped first. Served with an `Age` header.
+An answer is kept when it is a 2xx to a cacheable method, meant to be stored (no cookie
+set, not private, not no-store, not `Vary: *`), and its body, copied as it streams to
+the app, finishes within the size limit. Bounded by entry count and bytes, the least
+recently stored dropped first. Served with an `Age` header.
+
+An answer is only ever served to a request that would have selected it (RFC 9111
+section 4.1): the key holds, besides method and target, a SHA-256 digest of the values of
+- the credentials the app sent (`authorization`, `cookie`, `proxy-authorization`,
+  `x-api-key`, `api-key`, and the header a route's rate-limit key reads): an answer to
+  one user is kept under that user's credential, and never served to another;
+- `Accept-Encoding`, always: a gzip body never goes to an app that did not ask for gzip;
+- the request headers the answer's `Vary` names.
+Only digests are kept, never a credential itself. Request headers are read through
+`getall()` only.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator
+import hashlib
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
 
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from .clock import Clock
 from .config_policy import Stale
 
 REFRESH = 1.0  # seconds: an entry younger than this is not replaced
+# Request headers that say who is asking (headers.SENSITIVE, less the response's own).
+CREDENTIALS = ("api-key", "authorization", "cookie", "proxy-authorization", "x-api-key")
+_ALWAYS = ("accept-encoding",)
+
+Resource = tuple[str, str]  # method, target
+Key = tuple[str, str, tuple[str, ...], str]  # method, target, Vary names, digest
+Request = CIMultiDictProxy[str] | CIMultiDict[str] | None  # what the app sent
 
 
 @dataclass(slots=True)
@@ -28,8 +46,19 @@ class Entry:
     body: bytes
 
 
+def vary_names(headers: CIMultiDict[str]) -> tuple[str, ...] | None:
+    """The request headers an answer's `Vary` names (sorted, lower case); None for `*`."""
+    names = {
+        name.strip().lower()
+        for value in headers.getall("vary", ())
+        for name in value.split(",")
+        if name.strip()
+    }
+    return None if "*" in names else tuple(sorted(names))
+
+
 class StaleCache:
-    def __init__(self, config: Stale, clock: Clock) -> None:
+    def __init__(self, config: Stale, clock: Clock, credentials: Iterable[str] = ()) -> None:
         self.max_age = config.max_age
         self.max_entries = config.max_entries
         self.max_bytes = config.max_bytes
@@ -37,58 +66,73 @@ class StaleCache:
         self.methods = frozenset(config.methods)
         self.clock = clock
         self.bytes = 0
-        self._entries: OrderedDict[tuple[str, str], Entry] = OrderedDict()
+        self._selectors = tuple(sorted({*CREDENTIALS, *(c.lower() for c in credentials)}))
+        self._selectors += tuple(n for n in _ALWAYS if n not in self._selectors)
+        self._entries: OrderedDict[Key, Entry] = OrderedDict()
+        # The Vary names of the answer last kept for a resource, while it has entries.
+        self._vary: dict[Resource, tuple[str, ...]] = {}
+        self._count: Counter[Resource] = Counter()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, method: str, target: str) -> tuple[Entry, float] | None:
-        """The kept answer and its age, if there is one young enough."""
-        entry = self._entries.get((method, target))
+    def keeps(self, method: str, status: int, headers: CIMultiDict[str]) -> bool:
+        """May this answer be served later, to a request like this one? Not when it sets a
+        cookie, says it is private or not to be stored, or varies on anything (`*`)."""
+        if method not in self.methods or not 200 <= status < 300:
+            return False
+        if "set-cookie" in headers:
+            return False
+        control = headers.get("cache-control", "").lower()
+        if "private" in control or "no-store" in control:
+            return False
+        return vary_names(headers) is not None
+
+    def key(self, method: str, target: str, request: Request, headers: CIMultiDict[str]) -> Key:
+        """Where an answer (its `headers`) to this request is kept: see the module docstring."""
+        vary = vary_names(headers) or ()
+        return (method, target, vary, self._digest(request, vary))
+
+    def get(self, method: str, target: str, request: Request) -> tuple[Entry, float] | None:
+        """The answer kept for this request and its age, if there is one young enough."""
+        vary = self._vary.get((method, target))
+        if vary is None:
+            return None
+        entry = self._entries.get((method, target, vary, self._digest(request, vary)))
         if entry is None:
             return None
         age = self.clock.monotonic() - entry.stored
         return (entry, age) if age <= self.max_age else None
 
-    def keeps(self, method: str, status: int, headers: CIMultiDict[str], personal: bool) -> bool:
-        """May this answer be served later, to anyone? Not when it was for one user: the
-        request carried the app's own credentials or cookies (`personal`), or the answer
-        sets a cookie or says it is private or not to be stored."""
-        if method not in self.methods or not 200 <= status < 300 or personal:
-            return False
-        if "set-cookie" in headers:
-            return False
-        control = headers.get("cache-control", "").lower()
-        return "private" not in control and "no-store" not in control
-
-    def fresh(self, method: str, target: str) -> bool:
-        """Was an answer kept a moment ago? Then a busy path need not keep this one."""
-        old = self._entries.get((method, target))
+    def fresh(self, key: Key) -> bool:
+        """Was an answer kept there a moment ago? Then a busy path need not keep this one."""
+        old = self._entries.get(key)
         return old is not None and self.clock.monotonic() - old.stored < REFRESH
 
-    def put(
-        self, method: str, target: str, status: int, headers: CIMultiDict[str], body: bytes
-    ) -> None:
+    def put(self, key: Key, status: int, headers: CIMultiDict[str], body: bytes) -> None:
         """Keep a whole answer (when it is within the size limit)."""
         if len(body) <= self.entry_limit:
-            entry = Entry(self.clock.monotonic(), status, _kept(headers), body)
-            self._put((method, target), entry)
+            self._put(key, Entry(self.clock.monotonic(), status, _kept(headers), body))
 
     def tee(
-        self,
-        method: str,
-        target: str,
-        status: int,
-        headers: CIMultiDict[str],
-        body: AsyncIterable[bytes],
+        self, key: Key, status: int, headers: CIMultiDict[str], body: AsyncIterable[bytes]
     ) -> AsyncIterator[bytes]:
         """The body as it streams, kept once it has ended within the size limit. (The
         headers are copied now: Fender adds its own to the live answer before it streams.)"""
-        return self._copy((method, target), status, _kept(headers), body)
+        return self._copy(key, status, _kept(headers), body)
+
+    def _digest(self, request: Request, vary: tuple[str, ...]) -> str:
+        digest = hashlib.sha256()
+        for name in (*self._selectors, *vary):
+            digest.update(name.encode() + b":")
+            for value in request.getall(name, ()) if request is not None else ():
+                digest.update(value.encode("utf-8", "surrogateescape") + b"\0")
+            digest.update(b"\n")
+        return digest.hexdigest()
 
     async def _copy(
         self,
-        key: tuple[str, str],
+        key: Key,
         status: int,
         headers: CIMultiDict[str],
         body: AsyncIterable[bytes],
@@ -106,15 +150,27 @@ class StaleCache:
         if chunks is not None:
             self._put(key, Entry(self.clock.monotonic(), status, headers, b"".join(chunks)))
 
-    def _put(self, key: tuple[str, str], entry: Entry) -> None:
+    def _put(self, key: Key, entry: Entry) -> None:
+        resource = (key[0], key[1])
         old = self._entries.pop(key, None)
         if old is not None:
             self.bytes -= len(old.body)
+        else:
+            self._count[resource] += 1
         self._entries[key] = entry
+        self._vary[resource] = key[2]
         self.bytes += len(entry.body)
         while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
-            _, dropped = self._entries.popitem(last=False)
+            dropped_key, dropped = self._entries.popitem(last=False)
             self.bytes -= len(dropped.body)
+            self._forget(dropped_key)
+
+    def _forget(self, key: Key) -> None:
+        resource = (key[0], key[1])
+        self._count[resource] -= 1
+        if self._count[resource] <= 0:
+            del self._count[resource]
+            self._vary.pop(resource, None)
 
 
 def _kept(headers: CIMultiDict[str]) -> CIMultiDict[str]:

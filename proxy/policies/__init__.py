@@ -99,7 +99,7 @@ def build_pipeline(
     policies: list[Policy] = []
     if config.fallback is not None:
         stacks = {name: g.handler for name, g in guards.items()}
-        retry = config.retry
+        retry, limit = config.retry, config.rate_limit
         policies.append(
             Fallback(
                 config.fallback,
@@ -110,6 +110,7 @@ def build_pipeline(
                 idempotency_header=retry.idempotency_header if retry else "idempotency-key",
                 clock=clock,
                 metrics=metrics,
+                credential_header=limit.header if limit is not None else None,
             )
         )
     if shed_at is not None:

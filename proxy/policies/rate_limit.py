@@ -68,9 +68,7 @@ class RateLimit:
         burst = default_burst(config.rate, config.burst)
         self.single = TokenBucket(config.rate, burst, clock) if config.key is None else None
         self.keyed = KeyedBuckets(config.rate, burst, config.max_keys, clock)
-        self.header = None
-        if config.key is not None and config.key.startswith("header:"):
-            self.header = config.key.partition(":")[2].strip().lower()
+        self.header = config.header
         self.queue = config.on_limit == "queue"
         self.max_wait = config.max_wait
         self.route = route
