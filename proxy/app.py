@@ -28,6 +28,7 @@ from .listener import HardenedServer
 from .logs import JsonLog
 from .metrics import Metrics
 from .policies import Guards
+from .series import Kept
 from .server import DataPlane
 from .status import StatusBoard
 from .token import TokenFile
@@ -234,6 +235,7 @@ class Fender:
                 self._retire(self._close_later(upstream, config.drain.timeout))
         if split_address(config.control.address) != split_address(old.config.control.address):
             self.log.event("control_address_unchanged", "warning", reason="needs a restart")
+        self.metrics.retain(Kept.of(config))
         self.metrics.set_config(config.hash)
         self.metrics.count_reload("success")
         self.log.event("reloaded", config=config.source, config_hash=config.hash)
