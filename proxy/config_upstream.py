@@ -4,10 +4,11 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .config_types import Condition, Endpoint, HeaderName, PathText, Section, unit
 from .units import Duration, Rate, Ratio, Size
@@ -106,7 +107,23 @@ class Tls(Section):
     verify: bool = True
     """Verify the upstream's certificate and name; `false` logs a warning at every start."""
     ca_file: Path | None = None
-    """PEM bundle of a private CA, used instead of the system CAs."""
+    """PEM bundle of a private CA, used instead of the system CAs. Read when the file is
+    checked or loaded; a relative path is relative to the policy file."""
+
+    @field_validator("ca_file")
+    @classmethod
+    def _readable_pem(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        if path is None:
+            return None
+        base = (info.context or {}).get("base_dir")
+        path = path if base is None else Path(base) / path
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(path))
+        except ssl.SSLError:
+            raise ValueError(f"ca_file {path} holds no PEM certificate") from None
+        except OSError as exc:
+            raise ValueError(f"cannot read ca_file {path}: {exc.strerror}") from None
+        return path
 
 
 class Pool(Section):

@@ -7,6 +7,10 @@ A reload builds a new Generation and swaps it in whole. State carries over by se
   unchanged keeps its pipeline (retry budget, rate-limit buckets, stale cache); else it
   starts fresh.
 Requests in flight hold the objects of the generation they started with.
+
+Building has no effect outside the new generation (a reload that fails must leave the
+running one whole): what points at it from outside, the scrape-time gauges, is set by
+`observe()` when it is swapped in.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .clock import Clock
 from .config import Config, Route
@@ -34,6 +39,7 @@ class Generation:
     upstreams: dict[str, Upstream] = field(default_factory=dict)
     guards: dict[str, Guards] = field(default_factory=dict)
     routings: dict[str, Routing] = field(default_factory=dict)  # by listener name
+    zeros: list[tuple[Any, tuple[str, ...]]] = field(default_factory=list)  # see observe()
     _routes: dict[str, tuple[Signature, RouteTarget]] = field(default_factory=dict)
 
 
@@ -50,9 +56,24 @@ def build(
     level: Callable[[], int] = lambda: 0,
 ) -> tuple[Generation, list[Upstream]]:
     """The new generation, and the upstreams it made afresh (they need start())."""
-    gen = Generation(config)
+    with metrics.deferred() as zeros:
+        return _build(config, previous, clock, metrics, log, rng, recorder, faults, level, zeros)
+
+
+def _build(
+    config: Config,
+    previous: Generation | None,
+    clock: Clock,
+    metrics: Metrics,
+    log: JsonLog,
+    rng: random.Random,
+    recorder: Callable[[str], AttemptRecorder],
+    faults: Faults,
+    level: Callable[[], int],
+    zeros: list[tuple[Any, tuple[str, ...]]],
+) -> tuple[Generation, list[Upstream]]:
+    gen = Generation(config, zeros=zeros)
     fresh: list[Upstream] = []
-    faults.declared(config.faults)
     for name, section in config.upstreams.items():
         kept = previous is not None and previous.config.upstreams.get(name) == section
         if previous is not None and kept:
@@ -60,8 +81,6 @@ def build(
             gen.guards[name] = previous.guards[name]
             continue
         upstream = Upstream(name, section, recorder(name), clock, log, faults)
-        if upstream.health is not None:
-            metrics.watch_health(name, upstream.health)
         gen.upstreams[name] = upstream
         gen.guards[name] = build_guards(upstream, clock=clock, metrics=metrics, log=log)
         fresh.append(upstream)
@@ -72,6 +91,21 @@ def build(
         router = Router([CompiledRoute.compile(r) for r in listener.routes])
         gen.routings[listener.name] = Routing(router, targets)
     return gen, fresh
+
+
+def observe(gen: Generation, metrics: Metrics) -> None:
+    """Point the gauges read at scrape time at this generation's state (breakers,
+    bulkheads, endpoint health), and export its series that start at 0. Called when it
+    is swapped in, never before."""
+    metrics.zero_all(gen.zeros)
+    for name, guards in gen.guards.items():
+        breaker, bulkhead, health = guards.breaker, guards.bulkhead, gen.upstreams[name].health
+        if breaker is not None:
+            metrics.watch_breaker(name, breaker)
+        if bulkhead is not None:
+            metrics.watch_bulkhead(name, bulkhead)
+        if health is not None:
+            metrics.watch_health(name, health)
 
 
 def _target(

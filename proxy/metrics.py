@@ -9,7 +9,8 @@ labelled children so a request costs dictionary look-ups, not label validation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -21,10 +22,13 @@ from prometheus_client import (
     generate_latest,
 )
 
+from .breaker import STATE_VALUE
 from .series import NO_ROUTE, SCOPED, Kept, gone
 
 if TYPE_CHECKING:
+    from .breaker import CircuitBreaker
     from .health import Health
+    from .policies.bulkhead import Bulkhead
 
 __all__ = ["NO_ROUTE", "Metrics"]
 
@@ -148,8 +152,24 @@ class Metrics:
             ["hash"],
         )
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._deferred: list[tuple[Any, tuple[str, ...]]] | None = None
         for result in ("success", "failure"):
             self.zero(self.config_reloads, result)
+
+    @contextmanager
+    def deferred(self) -> Iterator[list[tuple[Any, tuple[str, ...]]]]:
+        """Within this block, `zero()` notes its series in the list instead of exporting
+        them; `zero_all()` exports them later (a reload that fails exports nothing)."""
+        pending: list[tuple[Any, tuple[str, ...]]] = []
+        self._deferred = pending
+        try:
+            yield pending
+        finally:
+            self._deferred = None
+
+    def zero_all(self, pending: Sequence[tuple[Any, tuple[str, ...]]]) -> None:
+        for metric, labels in pending:
+            self.zero(metric, *labels)
 
     def _new(self, kind: Any, name: str, doc: str, labels: Sequence[str] = (), **kw: Any) -> Any:
         metric = kind(name, doc, list(labels), registry=self.registry, **kw)
@@ -173,7 +193,11 @@ class Metrics:
     def zero(self, metric: Any, *labels: str) -> None:
         """Export a series at 0 before its first event. PromQL's `increase()` needs a
         sample from before an event to see it, so without this the first fallback, reload
-        failure or spent budget of a process would never fire the alerts built on them."""
+        failure or spent budget of a process would never fire the alerts built on them.
+        (While a generation is built, the series are only noted: see `deferred()`.)"""
+        if self._deferred is not None:
+            self._deferred.append((metric, labels))
+            return
         key = (metric, *labels)
         if key not in self._children:
             self._children[key] = metric.labels(*labels)
@@ -221,10 +245,11 @@ class Metrics:
     def count_transition(self, upstream: str, was: str, to: str) -> None:
         self._inc(self.circuit_transitions, upstream, was, to)
 
-    def watch_breaker(self, upstream: str, state: Callable[[], int]) -> None:
+    def watch_breaker(self, upstream: str, breaker: CircuitBreaker) -> None:
         """The circuit's effective state is read when scraped: an open circuit whose
         open_for has passed shows half_open, though no call came to move it."""
-        self.circuit_state.labels(upstream).set_function(state)
+        current = breaker.current
+        self.circuit_state.labels(upstream).set_function(lambda: STATE_VALUE[current()])
 
     def observe_rate_limit_wait(self, scope: str, seconds: float) -> None:
         self.rate_limit_waits.labels(scope).observe(seconds)
@@ -239,6 +264,11 @@ class Metrics:
                     outcome = sample.labels["outcome"]
                     outcomes[outcome] = outcomes.get(outcome, 0) + int(sample.value)
         return routes
+
+    def watch_bulkhead(self, upstream: str, bulkhead: Bulkhead) -> None:
+        """Occupancy is read when scraped: nothing to update per request."""
+        self.bulkhead_in_flight.labels(upstream).set_function(lambda: bulkhead.in_flight)
+        self.bulkhead_queued.labels(upstream).set_function(lambda: bulkhead.queued)
 
     def watch_health(self, upstream: str, health: Health) -> None:
         """Endpoint health is read when scraped: nothing to update per request."""

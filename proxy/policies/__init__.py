@@ -30,7 +30,7 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ..breaker import STATE_VALUE, CircuitBreaker
+from ..breaker import CircuitBreaker
 from ..clock import Clock
 from ..config_policy import Policy as PolicyConfig
 from ..degradation import Shed
@@ -70,8 +70,6 @@ def build_guards(upstream: Upstream, *, clock: Clock, metrics: Metrics, log: Jso
             log.event("circuit", level, upstream=name, was=was, to=to, why=why)
 
         breaker = CircuitBreaker(config.circuit_breaker, clock, on_transition)
-        current = breaker.current
-        metrics.watch_breaker(name, lambda: STATE_VALUE[current()])
         policies.append(BreakerPolicy(breaker, name, clock, metrics))
     if config.bulkhead is not None:
         bulkhead = Bulkhead(config.bulkhead, name, clock, metrics)

@@ -32,9 +32,6 @@ class Bulkhead:
         self.metrics = metrics
         self.in_flight = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
-        # Read when scraped: nothing to update per request.
-        metrics.bulkhead_in_flight.labels(upstream).set_function(lambda: self.in_flight)
-        metrics.bulkhead_queued.labels(upstream).set_function(lambda: len(self._waiters))
 
     @property
     def queued(self) -> int:

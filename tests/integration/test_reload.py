@@ -208,7 +208,8 @@ async def test_a_changed_secret_alone_is_swapped_in(upstream, client, tmp_path):
         data["upstreams"]["versioned"]["headers"]["set"]["authorization"] = "Bearer new-key"
         path.write_text(yaml.safe_dump(data))
         running = fender.config.hash
-        assert await fender.reload_from_file() == (True, running)  # same hash: secrets stay out
+        result = await fender.reload_from_file()
+        assert (result.ok, result.config_hash) == (True, running)  # same hash: secrets stay out
         async with client.get(f"http://127.0.0.1:{fender.ports['egress']}/x") as resp:
             assert resp.status == 200
         assert upstream.seen[-1].headers["authorization"] == "Bearer new-key"
@@ -279,7 +280,7 @@ async def test_a_reload_removes_the_series_of_what_it_removed(
         del data["listeners"][0]["routes"][0]
         del data["policies"]
         path.write_text(yaml.safe_dump(data))
-        assert (await fender.reload_from_file())[0] is True
+        assert (await fender.reload_from_file()).ok
         assert series(fender.metrics.render().decode()) == set()
         ok = fender.metrics.requests.labels("steady", "steady", "ok", "2xx")
         counted = ok._value.get()

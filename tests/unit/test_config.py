@@ -179,3 +179,36 @@ def test_bad_response_is_a_condition_and_a_failure_by_default(tmp_path):
     assert "bad_response" in CircuitBreaker().failure_on
     limits = config.upstreams["openai"].limits
     assert (limits.max_header_size, limits.max_headers) == (8 * 1024, 100)
+
+
+def with_ca_file(ca_file: str) -> str:
+    return GOOD.replace(
+        "    headers: {set:", f"    tls: {{ca_file: {ca_file}}}\n    headers: {{set:"
+    )
+
+
+def test_a_ca_file_is_read_relative_to_the_policy_file(tmp_path):
+    import trustme
+
+    (tmp_path / "certs").mkdir()
+    trustme.CA().cert_pem.write_to_path(str(tmp_path / "certs" / "ca.pem"))
+    config = load(tmp_path, with_ca_file("certs/ca.pem"))
+    assert config.upstreams["openai"].tls.ca_file == tmp_path / "certs" / "ca.pem"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "cannot read ca_file {path}: No such file or directory"),
+        ("not a certificate\n", "ca_file {path} holds no PEM certificate"),
+        ("", "ca_file {path} holds no PEM certificate"),
+    ],
+    ids=["missing", "not-pem", "empty"],
+)
+def test_a_ca_file_must_exist_and_be_pem(tmp_path, content, problem):
+    if content is not None:
+        (tmp_path / "ca.pem").write_text(content)
+    path = tmp_path / "ca.pem"
+    assert problems(tmp_path, with_ca_file("ca.pem")) == [
+        f"f:12: upstreams.openai.tls.ca_file: {problem.format(path=path)} (got 'ca.pem')"
+    ]
