@@ -60,6 +60,8 @@ class Fender:
         self.metrics = metrics or Metrics()
         self.metrics.set_config(config.hash)
         self.log.set_level(config.log.level)
+        self.log.set_buffer(config.log.buffer)
+        self.log.report_drops(self.metrics.count_log_drops)
         self.rng = random.Random()  # jitter; tests may seed it
         self.faults = Faults(self.clock)
         self.degradation = Degradation(self.clock, self.log)
@@ -220,6 +222,7 @@ class Fender:
         self._swapped_in(generation)
         if config.log.level != old.config.log.level:
             self.log.set_level(config.log.level)
+        self.log.set_buffer(config.log.buffer)
         await self.sockets.commit(config, generation, bound, self._retire)
         kept = set(map(id, generation.upstreams.values()))
         for upstream in old.upstreams.values():

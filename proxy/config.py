@@ -98,6 +98,10 @@ class Log(Section):
     """One JSON line per request on stdout."""
     level: Literal["debug", "info", "warning", "error"] = "info"
     """Lines below it are dropped (request lines are info); `POST /log-level` changes it."""
+    buffer: Size = unit("4MiB")
+    """Lines waiting to be written to stdout. A writer thread writes them, so that a slow
+    stdout never stalls the proxy; when it is full, lines are dropped and counted in
+    fender_log_lines_dropped_total."""
 
 
 class Limits(Section):

@@ -23,6 +23,13 @@ async def serve(config: Config, log: JsonLog) -> int:
     """Run until SIGTERM or SIGINT, then drain; returns the exit code. A failure to start,
     whatever it is, is a `start_failed` line and exit status 1, never a traceback."""
     try:
+        return await _serve(config, log)
+    finally:
+        log.flush()  # the last lines (`stopped`, `start_failed`) before the process ends
+
+
+async def _serve(config: Config, log: JsonLog) -> int:
+    try:
         fender = Fender(config, log=log)
     except Exception as exc:
         log.event("start_failed", "error", error=describe(exc))

@@ -151,6 +151,12 @@ class Metrics:
             "1 for the hash of the policy file that runs.",
             ["hash"],
         )
+        self.log_lines_dropped: Counter = self._new(
+            Counter,
+            "fender_log_lines_dropped_total",
+            "Log lines dropped because stdout did not take them fast enough (the buffer of "
+            "lines waiting to be written, log.buffer, was full).",
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
         self._deferred: list[tuple[Any, tuple[str, ...]]] | None = None
         for result in ("success", "failure"):
@@ -275,6 +281,9 @@ class Metrics:
         for endpoint in health.states:
             gauge = self.upstream_healthy.labels(upstream, endpoint)
             gauge.set_function(lambda e=endpoint: float(health.usable(e)))  # type: ignore[misc]
+
+    def count_log_drops(self, lines: int) -> None:
+        self.log_lines_dropped.inc(lines)
 
     def count_reload(self, result: str) -> None:
         self._inc(self.config_reloads, result)
