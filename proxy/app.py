@@ -19,13 +19,12 @@ import random
 from collections.abc import Coroutine
 from typing import Any
 
-from aiohttp import web
-
 from .audit import AuditLog
 from .breaker import CircuitBreaker
 from .clock import Clock, RealClock
 from .config import Config, load_config, split_address
 from .control import control_app
+from .control_server import ControlServer
 from .degradation import Degradation
 from .faults import Faults
 from .generation import Generation, build, observe
@@ -86,7 +85,7 @@ class Fender:
         self._retired_upstreams: set[Upstream] = set()  # replaced, closing after a grace
         self._watcher: asyncio.Future[None] | None = None
         self._reloading = asyncio.Lock()  # one reload at a time, whatever triggered it
-        self._control: web.AppRunner | None = None
+        self._control: ControlServer | None = None
 
     def _attempt_recorder(self, upstream: str) -> AttemptRecorder:
         count = self.metrics.count_attempt
@@ -191,12 +190,9 @@ class Fender:
             audit=self.audit,
             log=self.log,
         )
-        self._control = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._control.setup()
+        self._control = ControlServer(app, control.limits)
         host, port = split_address(control.address)
-        site = web.TCPSite(self._control, host, port, reuse_address=True)
-        await site.start()
-        self.ports["control"] = self._control.addresses[0][1]
+        self.ports["control"] = await self._control.start(host, port)
 
     async def reload_from_file(self) -> ReloadResult:
         """Load the policy file again and swap it in whole; whatever fails changes nothing.
@@ -275,6 +271,6 @@ class Fender:
         for upstream in self.upstreams.values():
             await upstream.close()
         if self._control is not None:
-            await self._control.cleanup()
+            await self._control.close()
             self._control = None
         self.log.flush()

@@ -44,6 +44,21 @@ __all__ = [
 ]
 
 
+class Limits(Section):
+    """Connection hardening against malformed and slow clients (listeners and the control
+    port)."""
+
+    max_request_line: Size = unit("8KiB")
+    max_header_size: Size = unit("8KiB")
+    """Of one header line."""
+    max_headers: int = Field(default=100, ge=1, le=1000)
+    header_timeout: Duration = unit("10s")
+    """A request whose head has not fully arrived this long after its first byte is
+    dropped (slowloris)."""
+    idle_timeout: Duration = unit("75s")
+    """An idle keep-alive connection from the app is closed after this long."""
+
+
 class Control(Section):
     """The control port: metrics, probes and the control API."""
 
@@ -55,6 +70,8 @@ class Control(Section):
     audit_log: Path | None = None
     """File the control API's mutations are appended to, as a hash chain of JSON lines.
     None: they go to stdout with the rest of the log."""
+    limits: Limits = Limits()
+    """The same hardening as a listener's; read at start, like the address."""
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> Control:
@@ -102,20 +119,6 @@ class Log(Section):
     """Lines waiting to be written to stdout. A writer thread writes them, so that a slow
     stdout never stalls the proxy; when it is full, lines are dropped and counted in
     fender_log_lines_dropped_total."""
-
-
-class Limits(Section):
-    """Listener hardening against malformed and slow clients."""
-
-    max_request_line: Size = unit("8KiB")
-    max_header_size: Size = unit("8KiB")
-    """Of one header line."""
-    max_headers: int = Field(default=100, ge=1, le=1000)
-    header_timeout: Duration = unit("10s")
-    """A request whose head has not fully arrived this long after its first byte is
-    dropped (slowloris)."""
-    idle_timeout: Duration = unit("75s")
-    """An idle keep-alive connection from the app is closed after this long."""
 
 
 class Match(Section):
