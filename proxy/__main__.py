@@ -86,7 +86,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(exc, file=sys.stderr)
             failed = True
         else:
-            print(f"{path}: ok (hash {config.hash})")
+            warned = config.warnings
+            said = f", {len(warned)} warning" + ("s" if len(warned) != 1 else "") if warned else ""
+            print(f"{path}: ok (hash {config.hash}){said}")
+            for warning in warned:
+                print(f"  {warning.render(config.source)}", file=sys.stderr)
     return 1 if failed else 0
 
 

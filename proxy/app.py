@@ -158,6 +158,7 @@ class Fender:
         self.log.event(
             "started", config=self.config.source, config_hash=self.config.hash, ports=self.ports
         )
+        self._warn(self.config)
         self._retire(self.board.watch(lambda: self.generation))
         reload, seen = self.config.reload, stamp(self.config.source)
         if reload.watch and seen is not None:  # a file, not <memory>
@@ -231,6 +232,11 @@ class Fender:
         self.metrics.set_config(config.hash)
         self.metrics.count_reload("success")
         self.log.event("reloaded", config=config.source, config_hash=config.hash)
+        self._warn(config)
+
+    def _warn(self, config: Config) -> None:
+        for warning in config.warnings:
+            self.log.event("config_warning", "warning", warning=warning.render(config.source))
 
     def _retire(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)

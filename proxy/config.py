@@ -15,6 +15,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
+from .config_check import reference_problems, warnings
 from .config_policy import Policy
 from .config_types import (
     Address,
@@ -184,12 +185,20 @@ class Config(Section):
     _source: str = PrivateAttr(default="<memory>")
     _templates: dict[KeyPath, str] = PrivateAttr(default_factory=dict)
 
+    _warnings: list[Problem] = PrivateAttr(default_factory=list)
+
     @model_validator(mode="after")
     def _references(self) -> Config:
-        problems = reference_problems(self)
+        problems = reference_problems(self.model_dump())
         if problems:
             raise ReferenceError_(problems)
         return self
+
+    @property
+    def warnings(self) -> list[Problem]:
+        """What is allowed but almost surely not meant (shadowed routes, ...), each with
+        its line when the config came from a file."""
+        return self._warnings
 
     def policy_of(self, route: Route) -> Policy:
         return self.policies[route.policy] if route.policy else DEFAULT_POLICY
@@ -229,49 +238,6 @@ class ReferenceError_(ValueError):
         self.problems = problems
 
 
-def reference_problems(config: Config) -> list[tuple[KeyPath, str]]:
-    problems: list[tuple[KeyPath, str]] = []
-    addresses: dict[str, KeyPath] = {config.control.address: ("control", "address")}
-    listener_names: set[str] = set()
-    route_names: set[str] = set()
-    for i, listener in enumerate(config.listeners):
-        where: KeyPath = ("listeners", i)
-        if listener.name in listener_names:
-            problems.append(((*where, "name"), f"listener name {listener.name!r} is used twice"))
-        listener_names.add(listener.name)
-        if listener.address in addresses and not listener.address.endswith(":0"):
-            other = ".".join(map(str, addresses[listener.address]))
-            problems.append(((*where, "address"), f"address also used by {other}"))
-        addresses[listener.address] = where
-        for j, route in enumerate(listener.routes):
-            at: KeyPath = (*where, "routes", j)
-            if route.name in route_names:
-                problems.append(((*at, "name"), f"route name {route.name!r} is used twice"))
-            route_names.add(route.name)
-            if route.policy is not None and route.policy not in config.policies:
-                known = ", ".join(sorted(config.policies)) or "none"
-                problems.append(
-                    ((*at, "policy"), f"no policy named {route.policy!r} (known: {known})")
-                )
-            if route.upstream not in config.upstreams:
-                known = ", ".join(sorted(config.upstreams)) or "none"
-                problems.append(
-                    ((*at, "upstream"), f"no upstream named {route.upstream!r} (known: {known})")
-                )
-    routes = {r.name for listener in config.listeners for r in listener.routes}
-    for k, fault in enumerate(config.faults):
-        if fault.route is not None and fault.route not in routes:
-            problems.append((("faults", k, "route"), f"no route named {fault.route!r}"))
-        if fault.upstream is not None and fault.upstream not in config.upstreams:
-            problems.append((("faults", k, "upstream"), f"no upstream named {fault.upstream!r}"))
-    for name, policy in config.policies.items():
-        for k, step in enumerate(policy.fallback.chain if policy.fallback else ()):
-            if step.upstream is not None and step.upstream not in config.upstreams:
-                at = ("policies", name, "fallback", "chain", k, "upstream")
-                problems.append((at, f"no upstream named {step.upstream!r}"))
-    return problems
-
-
 def _header_maps(data: dict[str, Any]) -> list[KeyPath]:
     """Where header values are in a dumped config: upstreams' `headers.set`, routes'
     `match.headers`, static fallbacks' `headers`."""
@@ -307,18 +273,33 @@ def validate_document(doc: Document) -> Config:
         base_dir = str(Path(doc.source).parent) if doc.source != "<memory>" else None
         config = Config.model_validate(doc.data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        raise ConfigError(doc.source, doc.problems + _problems(doc, exc)) from None
+        raise ConfigError(doc.source, _by_line(doc.problems + _problems(doc, exc))) from None
     if doc.problems:
         raise ConfigError(doc.source, doc.problems)
     config._source = doc.source
     config._templates = dict(doc.templates)
+    config._warnings = [
+        Problem(path, f"warning: {message}", doc.line_of(path))
+        for path, message in warnings(config)
+    ]
     return config
+
+
+def _by_line(problems: list[Problem]) -> list[Problem]:
+    return sorted(problems, key=lambda problem: problem.line or 0)
 
 
 def _problems(doc: Document, exc: ValidationError) -> list[Problem]:
     problems = []
     errors = exc.errors(include_url=False)
     known = {p.path for p in doc.problems}
+    # The cross-section checks run on a valid model only; with values wrong elsewhere,
+    # run them on the file as written, so that every problem is reported at once.
+    if not any(isinstance(e.get("ctx", {}).get("error"), ReferenceError_) for e in errors):
+        failed = {tuple(err["loc"]) for err in errors}
+        for path, message in reference_problems(doc.data):
+            if path not in failed:
+                problems.append(Problem(path, message, doc.line_of(path)))
     # A list whose only item failed also reports "too short": the item's error says more.
     failed = {tuple(err["loc"]) for err in errors if err["type"] != "too_short"}
     for err in errors:

@@ -212,3 +212,101 @@ def test_a_ca_file_must_exist_and_be_pem(tmp_path, content, problem):
     assert problems(tmp_path, with_ca_file("ca.pem")) == [
         f"f:12: upstreams.openai.tls.ca_file: {problem.format(path=path)} (got 'ca.pem')"
     ]
+
+
+def test_dangling_names_are_reported_together_with_value_errors(tmp_path):
+    text = GOOD.replace("upstream: openai", "upstream: opena\n        policy: nope").replace(
+        "endpoints: [https://api.openai.com]",
+        "endpoints: [https://api.openai.com]\n    pool: {idle_timeout: 5}",
+    )
+    assert problems(tmp_path, text) == [
+        "f:8: listeners[0].routes[0].upstream: no upstream named 'opena' (known: openai)",
+        "f:9: listeners[0].routes[0].policy: no policy named 'nope' (known: none)",
+        "f:13: upstreams.openai.pool.idle_timeout: write it as a string with a unit, like '250ms' (got 5)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("address", "endpoint", "loops"),
+    [
+        ("127.0.0.1:15000", "http://127.0.0.1:15000", True),
+        ("127.0.0.1:15000", "http://localhost:15000/v1", True),
+        ("127.0.0.1:15000", "http://0.0.0.0:15000", True),
+        ("0.0.0.0:15000", "http://127.0.0.1:15000", True),
+        ("0.0.0.0:15000", "http://localhost:15000", True),
+        ("0.0.0.0:15000", "http://127.0.0.53:15000", True),
+        ("[::]:15000", "http://[::1]:15000", True),
+        ("localhost:15000", "http://127.0.0.1:15000", True),
+        ("127.0.0.1:80", "http://LOCALHOST", True),
+        ("127.0.0.1:443", "https://127.0.0.1", True),
+        ("10.1.2.3:15000", "http://10.1.2.3:15000", True),
+        ("127.0.0.1:15000", "http://127.0.0.1:15001", False),
+        ("127.0.0.1:15000", "https://127.0.0.1:15000", True),  # the port is what counts
+        ("127.0.0.2:15000", "http://127.0.0.1:15000", False),
+        ("127.0.0.1:443", "http://127.0.0.1", False),
+        ("127.0.0.1:15000", "https://api.openai.com", False),
+    ],
+)
+def test_an_endpoint_that_is_one_of_fenders_own_listeners_is_refused(
+    tmp_path, address, endpoint, loops
+):
+    text = GOOD.replace("127.0.0.1:15000", f'"{address}"')
+    text = text.replace("https://api.openai.com", f'"{endpoint}"')
+    if not loops:
+        load(tmp_path, text)
+        return
+    (problem,) = problems(tmp_path, text)
+    assert problem.startswith("f:11: upstreams.openai.endpoints[0]: ")
+    assert f"listener egress's own address ({address})" in problem and "loop" in problem
+
+
+def warnings_of(tmp_path, text: str) -> list[str]:
+    return [p.render("f") for p in load(tmp_path, text).warnings]
+
+
+@pytest.mark.parametrize(
+    ("earlier", "later", "shadowed"),
+    [
+        ("{}", "{path_prefix: /x/}", True),
+        ("{path_prefix: /api/}", "{path_prefix: /api/v1/}", True),
+        ("{path_prefix: /api/}", "{path: /api/health}", True),
+        ("{path: /a}", "{path: /a}", True),
+        (
+            "{path_prefix: /api/, methods: [GET, POST]}",
+            "{path_prefix: /api/, methods: [GET]}",
+            True,
+        ),
+        ("{headers: {x-t: a}}", "{headers: {x-t: a, x-u: b}}", True),
+        ("{host: '*.example.com'}", "{host: a.example.com, path: /}", True),
+        ("{path_prefix: /api/v1/}", "{path_prefix: /api/}", False),
+        ("{path_prefix: /api/, methods: [GET]}", "{path_prefix: /api/}", False),
+        ("{host: a.example.com}", "{path_prefix: /}", False),
+        ("{headers: {x-t: a}}", "{path_prefix: /}", False),
+        ("{path: /a}", "{path_prefix: /a}", False),
+    ],
+)
+def test_a_route_that_an_earlier_route_shadows_is_a_warning(tmp_path, earlier, later, shadowed):
+    text = GOOD.replace(
+        "        match: {path_prefix: /openai/, methods: [POST]}\n        upstream: openai\n",
+        f"        match: {earlier}\n        upstream: openai\n"
+        f"      - name: later\n        match: {later}\n        upstream: openai\n",
+    )
+    expected = (
+        [
+            "f:9: listeners[0].routes[1]: warning: never matched: route 'chat' (routes[0]) before it takes every request it would"
+        ]
+        if shadowed
+        else []
+    )
+    assert warnings_of(tmp_path, text) == expected
+
+
+def test_per_try_longer_than_first_byte_is_a_warning(tmp_path):
+    text = GOOD.replace("upstream: openai", "upstream: openai\n        policy: p") + (
+        "policies:\n  p:\n    timeouts: {per_try: 90s, first_byte: 30s}\n"
+        "  q:\n    timeouts: {per_try: 10m}\n  fine:\n    timeouts: {per_try: 10s}\n"
+    )
+    assert warnings_of(tmp_path, text) == [
+        "f:16: policies.p.timeouts.per_try: warning: per_try (90s) is longer than first_byte (30s): attempts are cut at first_byte anyway",
+        "f:18: policies.q.timeouts.per_try: warning: per_try (10m) is longer than first_byte (5m): attempts are cut at first_byte anyway",
+    ]
