@@ -19,7 +19,8 @@ from .loader import KeyPath
 from .units import format_duration
 
 if TYPE_CHECKING:
-    from .config import Config, Match
+    from .config import Config
+    from .config_listener import Match
 
 Found = list[tuple[KeyPath, str]]
 _ANY = frozenset({"0.0.0.0", "::", ""})  # a socket bound to every address

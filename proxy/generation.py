@@ -20,12 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .breaker import STATE_VALUE, CircuitBreaker
 from .clock import Clock
 from .config import Config, Route
 from .faults import Faults
+from .health import Health
 from .logs import JsonLog
 from .metrics import Metrics
 from .policies import Guards, build_guards, build_pipeline
+from .policies.bulkhead import Bulkhead
 from .routing import CompiledRoute, Router
 from .server import RouteTarget, Routing
 from .upstream import AttemptRecorder, Upstream
@@ -101,11 +104,29 @@ def observe(gen: Generation, metrics: Metrics) -> None:
     for name, guards in gen.guards.items():
         breaker, bulkhead, health = guards.breaker, guards.bulkhead, gen.upstreams[name].health
         if breaker is not None:
-            metrics.watch_breaker(name, breaker)
+            _watch_breaker(metrics, name, breaker)
         if bulkhead is not None:
-            metrics.watch_bulkhead(name, bulkhead)
+            _watch_bulkhead(metrics, name, bulkhead)
         if health is not None:
-            metrics.watch_health(name, health)
+            for endpoint in health.states:
+                _watch_endpoint(metrics, name, health, endpoint)
+
+
+def _watch_breaker(metrics: Metrics, name: str, breaker: CircuitBreaker) -> None:
+    # The effective state: an open circuit past open_for shows half_open, though no call
+    # came to move it.
+    metrics.circuit_state.labels(name).set_function(lambda: STATE_VALUE[breaker.current()])
+
+
+def _watch_bulkhead(metrics: Metrics, name: str, bulkhead: Bulkhead) -> None:
+    metrics.bulkhead_in_flight.labels(name).set_function(lambda: bulkhead.in_flight)
+    metrics.bulkhead_queued.labels(name).set_function(lambda: bulkhead.queued)
+
+
+def _watch_endpoint(metrics: Metrics, name: str, health: Health, endpoint: str) -> None:
+    metrics.upstream_healthy.labels(name, endpoint).set_function(
+        lambda: float(health.usable(endpoint))
+    )
 
 
 def _target(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -22,13 +22,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from .breaker import STATE_VALUE
 from .series import NO_ROUTE, SCOPED, Kept, gone
-
-if TYPE_CHECKING:
-    from .breaker import CircuitBreaker
-    from .health import Health
-    from .policies.bulkhead import Bulkhead
 
 __all__ = ["NO_ROUTE", "Metrics"]
 
@@ -251,36 +245,8 @@ class Metrics:
     def count_transition(self, upstream: str, was: str, to: str) -> None:
         self._inc(self.circuit_transitions, upstream, was, to)
 
-    def watch_breaker(self, upstream: str, breaker: CircuitBreaker) -> None:
-        """The circuit's effective state is read when scraped: an open circuit whose
-        open_for has passed shows half_open, though no call came to move it."""
-        current = breaker.current
-        self.circuit_state.labels(upstream).set_function(lambda: STATE_VALUE[current()])
-
     def observe_rate_limit_wait(self, scope: str, seconds: float) -> None:
         self.rate_limit_waits.labels(scope).observe(seconds)
-
-    def outcomes_by_route(self) -> dict[str, dict[str, int]]:
-        """Requests answered so far, by route and outcome (for GET /status)."""
-        routes: dict[str, dict[str, int]] = {}
-        for metric in self.requests.collect():
-            for sample in metric.samples:
-                if sample.name.endswith("_total"):
-                    outcomes = routes.setdefault(sample.labels["route"], {})
-                    outcome = sample.labels["outcome"]
-                    outcomes[outcome] = outcomes.get(outcome, 0) + int(sample.value)
-        return routes
-
-    def watch_bulkhead(self, upstream: str, bulkhead: Bulkhead) -> None:
-        """Occupancy is read when scraped: nothing to update per request."""
-        self.bulkhead_in_flight.labels(upstream).set_function(lambda: bulkhead.in_flight)
-        self.bulkhead_queued.labels(upstream).set_function(lambda: bulkhead.queued)
-
-    def watch_health(self, upstream: str, health: Health) -> None:
-        """Endpoint health is read when scraped: nothing to update per request."""
-        for endpoint in health.states:
-            gauge = self.upstream_healthy.labels(upstream, endpoint)
-            gauge.set_function(lambda e=endpoint: float(health.usable(e)))  # type: ignore[misc]
 
     def count_log_drops(self, lines: int) -> None:
         self.log_lines_dropped.inc(lines)
