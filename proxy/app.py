@@ -140,6 +140,10 @@ class Fender:
     async def _start_upstreams(self, upstreams: list[Upstream]) -> None:
         for upstream in upstreams:
             await upstream.start()
+
+    def _announce(self, upstreams: list[Upstream]) -> None:
+        """Warn of upstreams that went live without TLS verification."""
+        for upstream in upstreams:
             if not upstream.config.tls.verify:
                 self.log.event("tls_verification_off", "warning", upstream=upstream.name)
 
@@ -155,6 +159,7 @@ class Fender:
                 raise StartError(f"cannot listen: {exc.strerror or exc}") from None
             raise
         self.started = True
+        self._announce(list(self.upstreams.values()))
         self.log.event(
             "started", config=self.config.source, config_hash=self.config.hash, ports=self.ports
         )
@@ -221,6 +226,7 @@ class Fender:
             self.log.set_level(config.log.level)
         self.log.set_buffer(config.log.buffer)
         await self.sockets.commit(config, generation, bound, self._retire)
+        self._announce(fresh)
         kept = set(map(id, generation.upstreams.values()))
         for upstream in old.upstreams.values():
             if id(upstream) not in kept:  # its requests in flight get the drain timeout
