@@ -69,7 +69,8 @@ class CircuitBreaker:
         return REJECT if self.forced == OPEN else CALL
 
     def admit(self) -> int:
-        """CALL, PROBE, or REJECT (the circuit is open, or every probe slot is taken)."""
+        """CALL, a probe permit (PROBE or above, each one its own), or REJECT (the circuit
+        is open, or every probe slot is taken)."""
         if self.forced is not None:
             decided = self._override()
             if decided is not None:
@@ -136,10 +137,12 @@ class CircuitBreaker:
     ) -> None:
         """The verdict of a call that admit() let through (`now`: the clock, if read)."""
         if permit >= PROBE:
-            if self._probes.pop(permit, None) is None or self.state != HALF_OPEN:
+            granted = self._probes.pop(permit, None)
+            if granted is None or self.state != HALF_OPEN:
                 return  # late (counted failed at max_wait), or of an earlier half-open period
-            if failure:
-                self._trip("a probe failed")
+            late = (self.clock.monotonic() if now is None else now) - granted
+            if failure or late >= self.config.half_open.max_wait:
+                self._trip("a probe failed" if failure else "a probe answered after max_wait")
                 return
             self._probe_successes += 1
             if self._probe_successes >= self.config.half_open.successes:

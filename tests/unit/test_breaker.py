@@ -215,3 +215,14 @@ def test_a_probe_unanswered_after_max_wait_is_a_failure_and_frees_its_permit():
 
 def test_max_wait_defaults_to_ten_seconds():
     assert BreakerConfig().half_open.max_wait == 10.0
+
+
+def test_a_probe_answering_after_max_wait_counts_as_failed_even_if_nobody_asked_meanwhile():
+    b, clock, moves = breaker(consecutive_failures=1, open_for="10s", half_open={"max_wait": "5s"})
+    calls(b, True)
+    clock.advance(10)
+    slow = b.admit()
+    clock.advance(6)
+    b.record(slow, failure=False)  # too late: it is the failure it was at max_wait
+    assert b.state == OPEN
+    assert moves[-1] == (HALF_OPEN, OPEN)
