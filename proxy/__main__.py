@@ -60,18 +60,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     log = JsonLog()
     log.capture_std_logging()
-    problem = c_parser_missing()
-    if problem:
-        log.event("start_failed", "error", error=problem)
-        print(f"fender: {problem}", file=sys.stderr)
-        return 2
     try:
-        config = load_config(path)
-    except ConfigError as exc:
-        log.event("start_failed", "error", error="invalid config", problems=str(exc))
-        print(exc, file=sys.stderr)
-        return 1
-    return run_async(serve(config, log))
+        problem = c_parser_missing()
+        if problem:
+            log.event("start_failed", "error", error=problem)
+            print(f"fender: {problem}", file=sys.stderr)
+            return 2
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            log.event("start_failed", "error", error="invalid config", problems=str(exc))
+            print(exc, file=sys.stderr)
+            return 1
+        return run_async(serve(config, log))
+    finally:
+        log.flush()  # lines are written by a thread of their own: all out before exit
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -83,7 +86,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(exc, file=sys.stderr)
             failed = True
         else:
-            print(f"{path}: ok (hash {config.hash})")
+            warned = config.warnings
+            said = f", {len(warned)} warning" + ("s" if len(warned) != 1 else "") if warned else ""
+            print(f"{path}: ok (hash {config.hash}){said}")
+            for warning in warned:
+                print(f"  {warning.render(config.source)}", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -1,10 +1,15 @@
 """The composition root: builds listeners, upstreams, pipelines and the control port from
 one validated Config, runs them, swaps in reloaded configs, and drains them on shutdown.
 
+A reload is all or nothing: the new generation is built, its fresh upstreams started and
+its new listener sockets bound before anything is swapped; if any of that fails, what it
+made is closed again and the running config stays whole (reload.py says how a failure is
+reported).
+
 Drain sequence (SIGTERM, SIGINT or POST /drain; see lifecycle.py): readiness turns 503 at
 once; listeners keep serving for `drain.delay` (answers now carry `Connection: close`);
-then they stop accepting, and in-flight requests get `drain.timeout` to finish before
-they are aborted.
+then they stop accepting, idle connections close, and in-flight requests get exactly
+`drain.timeout` before they are aborted (http/listener.py).
 """
 
 from __future__ import annotations
@@ -14,25 +19,27 @@ import random
 from collections.abc import Coroutine
 from typing import Any
 
-from aiohttp import web
-
 from .audit import AuditLog
 from .breaker import CircuitBreaker
 from .clock import Clock, RealClock
-from .config import Config, ConfigError, Listener, load_config, split_address
+from .config import Config, load_config, split_address
 from .control import control_app
+from .control_server import ControlServer
 from .degradation import Degradation
 from .faults import Faults
-from .generation import Generation, build
-from .http.listener import Served, listen
-from .http.server import Listener as ListenerState
+from .generation import Generation, build, observe
 from .http.upstream import AttemptRecorder, Upstream
 from .logs import JsonLog
 from .metrics import Metrics
 from .policies import Guards
+from .reload import ReloadResult, attempt_reload
+from .series import Kept
+from .sockets import ListenerSockets, StartError
 from .status import StatusBoard
 from .token import TokenFile
 from .watch import stamp, watch_file
+
+__all__ = ["Fender", "StartError"]
 
 
 class Fender:
@@ -52,6 +59,8 @@ class Fender:
         self.metrics = metrics or Metrics()
         self.metrics.set_config(config.hash)
         self.log.set_level(config.log.level)
+        self.log.set_buffer(config.log.buffer)
+        self.log.report_drops(self.metrics.count_log_drops)
         self.rng = random.Random()  # jitter; tests may seed it
         self.faults = Faults(self.clock)
         self.degradation = Degradation(self.clock, self.log)
@@ -60,15 +69,19 @@ class Fender:
         self.draining = False
         self.started = False
         self.generation, _ = self._build(config, None)
+        self._swapped_in(self.generation)
         self.stop_requested = asyncio.Event()  # set by POST /drain; serve() waits on it
         audit_file = config.control.audit_log
         self.audit = AuditLog.to_file(audit_file) if audit_file else AuditLog(self.log.raw)
-        self._servers: dict[str, Served] = {}  # by listener address
+        self.ports: dict[str, int] = {}  # listener name (and "control") -> bound port
+        self.sockets = ListenerSockets(
+            self.ports, metrics=self.metrics, log=self.log, clock=self.clock
+        )
         self._retired: set[asyncio.Task[None]] = set()  # work left by reloads
+        self._retired_upstreams: set[Upstream] = set()  # replaced; still finishing exchanges
         self._watcher: asyncio.Future[None] | None = None
         self._reloading = asyncio.Lock()  # one reload at a time, whatever triggered it
-        self._control: web.AppRunner | None = None
-        self.ports: dict[str, int] = {}  # listener name (and "control") -> bound port
+        self._control: ControlServer | None = None
 
     def _attempt_recorder(self, upstream: str) -> AttemptRecorder:
         count = self.metrics.count_attempt
@@ -88,6 +101,11 @@ class Fender:
             faults=self.faults,
             level=self.degradation.current,
         )
+
+    def _swapped_in(self, generation: Generation) -> None:
+        """What points at a generation from outside, set when it becomes the running one."""
+        observe(generation, self.metrics)
+        self.faults.declared(generation.config.faults)
 
     @property
     def upstreams(self) -> dict[str, Upstream]:
@@ -115,51 +133,52 @@ class Fender:
     def set_degradation(self, level: str | None, ttl: float) -> None:
         self.degradation.set_by_hand(level, ttl, self.board.downs(self.generation))
 
-    def _listener_state(self, listener: Listener) -> ListenerState:
-        return ListenerState(
-            listener.name,
-            self.generation.routings[listener.name],
-            listener.limits,
-            metrics=self.metrics,
-            log=self.log,
-            clock=self.clock,
-            access_log=self.config.log.access,
-        )
-
     async def _start_upstreams(self, upstreams: list[Upstream]) -> None:
         for upstream in upstreams:
             await upstream.start()
+
+    def _announce(self, upstreams: list[Upstream]) -> None:
+        """Warn of upstreams that went live without TLS verification."""
+        for upstream in upstreams:
             if not upstream.config.tls.verify:
                 self.log.event("tls_verification_off", "warning", upstream=upstream.name)
 
-    async def _listen(self, listener: Listener) -> None:
-        host, port = split_address(listener.address)
-        served = await listen(self._listener_state(listener), host, port)
-        self._servers[_key(listener)] = served
-        self.ports[listener.name] = served.port
-
     async def start(self) -> None:
-        await self._start_upstreams(list(self.upstreams.values()))
+        """Start serving; on any failure, close what was started and raise."""
         try:
-            for listener in self.config.listeners:
-                await self._listen(listener)
+            await self._start_upstreams(list(self.upstreams.values()))
+            await self.sockets.start(self.config, self.generation)
             await self._start_control()
-        except OSError as exc:
+        except BaseException as exc:
             await self.close()
-            raise StartError(f"cannot listen: {exc.strerror or exc}") from None
+            if isinstance(exc, OSError):
+                raise StartError(f"cannot listen: {exc.strerror or exc}") from None
+            raise
         self.started = True
+        self._announce(list(self.upstreams.values()))
         self.log.event(
             "started", config=self.config.source, config_hash=self.config.hash, ports=self.ports
         )
+        self._warn(self.config)
         self._retire(self.board.watch(lambda: self.generation))
-        reload = self.config.reload
-        if reload.watch and stamp(self.config.source) is not None:  # a file, not <memory>
-            watcher = watch_file(self.config.source, reload.interval, self.clock, self._on_change)
+        reload, seen = self.config.reload, stamp(self.config.source)
+        if reload.watch and seen is not None:  # a file, not <memory>
+            watcher = watch_file(
+                self.config.source,
+                reload.interval,
+                self.clock,
+                self._on_change,
+                self._on_error,
+                seen,
+            )
             self._watcher = asyncio.ensure_future(watcher)
 
     async def _on_change(self) -> None:
         self.log.event("config_changed", config=self.config.source)
         await self.reload_from_file()
+
+    def _on_error(self, exc: BaseException) -> None:
+        self.log.event("watch_failed", "error", error=type(exc).__name__)
 
     async def _start_control(self) -> None:
         control = self.config.control
@@ -173,62 +192,54 @@ class Fender:
             audit=self.audit,
             log=self.log,
         )
-        self._control = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._control.setup()
+        self._control = ControlServer(app, control.limits)
         host, port = split_address(control.address)
-        site = web.TCPSite(self._control, host, port, reuse_address=True)
-        await site.start()
-        self.ports["control"] = self._control.addresses[0][1]
+        self.ports["control"] = await self._control.start(host, port)
 
-    async def reload_from_file(self) -> tuple[bool, str]:
-        """Load the policy file again and swap it in; a bad file changes nothing.
-        Returns (success, the new hash or the problems)."""
+    async def reload_from_file(self) -> ReloadResult:
+        """Load the policy file again and swap it in whole; whatever fails changes nothing.
+        Never raises: the result says what happened (and it was logged and counted)."""
         async with self._reloading:
-            return await self._reload_from_file()
-
-    async def _reload_from_file(self) -> tuple[bool, str]:
-        try:
-            config = load_config(self.config.source)
-        except ConfigError as exc:
-            self.metrics.count_reload("failure")
-            self.log.event("reload_failed", "error", config=self.config.source, problems=str(exc))
-            return False, str(exc)
-        # Whole configs compared, not hashes: the hash leaves secret values out, and a
-        # rotated API key must still be swapped in.
-        if config == self.config:
-            return True, config.hash
-        await self.reload(config)
-        return True, config.hash
+            return await attempt_reload(self, lambda: load_config(self.config.source))
 
     async def reload(self, config: Config) -> None:
-        """Swap in a new config: new requests use it, requests in flight finish on theirs."""
+        """Swap in a new config: new requests use it, requests in flight finish on theirs.
+        Raises, with the running config left whole, when it cannot be applied."""
         old = self.generation
-        generation, fresh = self._build(config, old)
-        await self._start_upstreams(fresh)
+        fresh: list[Upstream] = []
+        try:
+            generation, fresh = self._build(config, old)
+            await self._start_upstreams(fresh)
+            bound = await self.sockets.prepare(config, generation)
+        except BaseException:
+            for upstream in fresh:  # started or not: close() is safe either way
+                await upstream.close()
+            raise
+        # Committed from here on: nothing below waits for anything that can fail.
         self.generation, self.config = generation, config
+        self._swapped_in(generation)
         if config.log.level != old.config.log.level:
             self.log.set_level(config.log.level)
-        for listener in config.listeners:
-            served = self._servers.get(_key(listener))
-            if served is None:
-                await self._listen(listener)
-                continue
-            state = served.listener
-            state.name, state.access_log = listener.name, config.log.access
-            state.routing, state.limits = generation.routings[listener.name], listener.limits
-            self.ports[listener.name] = served.port
-        keys = {_key(listener) for listener in config.listeners}
-        for key in [k for k in self._servers if k not in keys]:
-            self._retire(self._servers.pop(key).drain(config.drain.timeout))
+        self.log.set_buffer(config.log.buffer)
+        await self.sockets.commit(config, generation, bound, self._retire)
+        self._announce(fresh)
         kept = set(map(id, generation.upstreams.values()))
         for upstream in old.upstreams.values():
             if id(upstream) not in kept:  # idle connections close now, busy ones when done
                 await upstream.close()
+                self._retired_upstreams = {u for u in self._retired_upstreams if u.in_use}
+                self._retired_upstreams.add(upstream)
         if split_address(config.control.address) != split_address(old.config.control.address):
             self.log.event("control_address_unchanged", "warning", reason="needs a restart")
+        self.metrics.retain(Kept.of(config))
         self.metrics.set_config(config.hash)
         self.metrics.count_reload("success")
         self.log.event("reloaded", config=config.source, config_hash=config.hash)
+        self._warn(config)
+
+    def _warn(self, config: Config) -> None:
+        for warning in config.warnings:
+            self.log.event("config_warning", "warning", warning=warning.render(config.source))
 
     def _retire(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)
@@ -238,8 +249,7 @@ class Fender:
     async def drain(self, skip_delay: asyncio.Event | None = None) -> None:
         """Graceful stop: see the module docstring for the sequence."""
         self.draining = True
-        for served in self._servers.values():
-            served.listener.draining = True
+        self.sockets.draining()
         drain = self.config.drain
         self.log.event("draining", delay_s=drain.delay, timeout_s=drain.timeout)
         if drain.delay > 0:
@@ -248,34 +258,20 @@ class Fender:
             await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             sleeper.cancel()
-        await asyncio.gather(*(served.drain(drain.timeout) for served in self._servers.values()))
+        await self.sockets.shutdown(drain.timeout)
         await self.close()
         self.log.event("stopped")
 
     async def close(self) -> None:
         """Stop everything now (after drain, or when start failed)."""
-        for served in self._servers.values():
-            served.stop_accepting()
-            for conn in list(served.listener.connections):
-                conn.abort()
-        self._servers.clear()
+        self.sockets.close()
         for task in self._retired:
             task.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
-        for upstream in self.upstreams.values():
-            await upstream.close()
+        for upstream in [*self.upstreams.values(), *self._retired_upstreams]:
+            await upstream.close(busy_too=True)
         if self._control is not None:
-            await self._control.cleanup()
+            await self._control.close()
             self._control = None
         self.log.flush()
-
-
-def _key(listener: Listener) -> str:
-    """A listener keeps its socket across reloads while its address stays; port 0 (the
-    kernel picks) is told apart by the listener's name."""
-    return listener.address if not listener.address.endswith(":0") else f"{listener.name}@0"
-
-
-class StartError(Exception):
-    """Fender cannot start (a port is taken, say); the message says why."""

@@ -6,12 +6,15 @@ reaches its threshold with at least `min_calls` samples; a slow call does the sa
 the share of slow calls (`slow_calls`). Only a failure or a slow call can trip it.
 Open: nothing is let through until `open_for` has passed (doubled on each trip in a row,
 up to `max_open_for`). Then half_open: exactly `probes` trial calls at a time; `successes`
-of them close the circuit, one failure opens it again. The wrapper that feeds it samples
-is `policies/circuit.py`.
+of them close the circuit, one failure opens it again. A probe that has not answered
+within `max_wait` is that failure: its permit is freed, and its verdict, should it come
+later, is ignored (each probe permit is a number of its own, so a late one is known).
+The wrapper that feeds it samples is `policies/circuit.py`.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 from .clock import Clock
@@ -21,7 +24,8 @@ from .window import SlidingCounts
 CLOSED, HALF_OPEN, OPEN = "closed", "half_open", "open"
 STATE_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 
-REJECT, CALL, PROBE = 0, 1, 2  # what admit() grants
+# What admit() grants: REJECT, CALL, or a probe permit, a number of PROBE or above.
+REJECT, CALL, PROBE = 0, 1, 2
 Transition = Callable[[str, str, str], None]  # (from, to, why)
 
 
@@ -34,7 +38,8 @@ class CircuitBreaker:
         self.open_until = 0.0
         self.trips_in_a_row = 0
         self._consecutive = 0
-        self._probes_in_flight = 0
+        self._probes: dict[int, float] = {}  # permit -> when it was granted
+        self._probe_ids = itertools.count(PROBE)
         self._probe_successes = 0
         rate, slow = config.failure_rate, config.slow_calls
         self._failures = SlidingCounts(rate.window, clock) if rate else None
@@ -64,21 +69,51 @@ class CircuitBreaker:
         return REJECT if self.forced == OPEN else CALL
 
     def admit(self) -> int:
-        """CALL, PROBE, or REJECT (the circuit is open, or every probe slot is taken)."""
+        """CALL, a probe permit (PROBE or above, each one its own), or REJECT (the circuit
+        is open, or every probe slot is taken)."""
         if self.forced is not None:
             decided = self._override()
             if decided is not None:
                 return decided
         if self.state == CLOSED:
             return CALL
+        now = self.clock.monotonic()
         if self.state == OPEN:
-            if self.clock.monotonic() < self.open_until:
+            if now < self.open_until:
                 return REJECT
             self._move(HALF_OPEN, "open_for elapsed")
-        if self._probes_in_flight < self.config.half_open.probes:
-            self._probes_in_flight += 1
-            return PROBE
+        elif self._late(now):
+            self._trip("a probe did not answer within max_wait")
+            return REJECT
+        if len(self._probes) < self.config.half_open.probes:
+            permit = next(self._probe_ids)
+            self._probes[permit] = now
+            return permit
         return REJECT
+
+    def _late(self, now: float) -> bool:
+        """Has a probe out now gone unanswered past max_wait?"""
+        max_wait = self.config.half_open.max_wait
+        return any(now - granted >= max_wait for granted in self._probes.values())
+
+    def current(self) -> str:
+        """The state a call would find now: an override while it lasts, and an open circuit
+        whose `open_for` has passed is half_open (ready to probe) even before a call came
+        to move it. What metrics, the status and the degradation level read."""
+        now = self.clock.monotonic()
+        if self.forced is not None and now < self.forced_until:
+            return self.forced
+        if self.state == OPEN and now >= self.open_until:
+            return HALF_OPEN
+        if self.state == HALF_OPEN and self._late(now):
+            return OPEN  # the late probe is a failed one: the next call reopens it
+        return self.state
+
+    def ready_to_probe(self) -> bool:
+        """Would admit() grant a probe now? (A shed route lets such a call through.)"""
+        if self.current() != HALF_OPEN:
+            return False
+        return self.state == OPEN or len(self._probes) < self.config.half_open.probes
 
     def retry_after(self) -> float:
         """Seconds until calls may flow again (for the Retry-After of a rejection)."""
@@ -87,9 +122,10 @@ class CircuitBreaker:
     def status(self) -> dict[str, object]:
         now = self.clock.monotonic()
         forced = self.forced if self.forced is not None and now < self.forced_until else None
+        state = self.current()
         return {
-            "state": self.state,
-            "open_for_s": round(max(0.0, self.open_until - now), 3) if self.state == OPEN else 0,
+            "state": state,
+            "open_for_s": round(max(0.0, self.open_until - now), 3) if state == OPEN else 0,
             "trips_in_a_row": self.trips_in_a_row,
             "override": {"state": forced, "expires_in_s": round(self.forced_until - now, 3)}
             if forced
@@ -100,12 +136,13 @@ class CircuitBreaker:
         self, permit: int, *, failure: bool, slow: bool = False, now: float | None = None
     ) -> None:
         """The verdict of a call that admit() let through (`now`: the clock, if read)."""
-        if permit == PROBE:
-            self._probes_in_flight -= 1
-            if self.state != HALF_OPEN:
-                return
-            if failure:
-                self._trip("a probe failed")
+        if permit >= PROBE:
+            granted = self._probes.pop(permit, None)
+            if granted is None or self.state != HALF_OPEN:
+                return  # late (counted failed at max_wait), or of an earlier half-open period
+            late = (self.clock.monotonic() if now is None else now) - granted
+            if failure or late >= self.config.half_open.max_wait:
+                self._trip("a probe failed" if failure else "a probe answered after max_wait")
                 return
             self._probe_successes += 1
             if self._probe_successes >= self.config.half_open.successes:
@@ -126,8 +163,8 @@ class CircuitBreaker:
 
     def release(self, permit: int) -> None:
         """A call that ended without a verdict (rejected further in, or cancelled)."""
-        if permit == PROBE:
-            self._probes_in_flight -= 1
+        if permit >= PROBE:
+            self._probes.pop(permit, None)
 
     def _why_trip(self) -> str | None:
         c = self.config
@@ -153,6 +190,7 @@ class CircuitBreaker:
     def _move(self, to: str, why: str) -> None:
         was, self.state = self.state, to
         self._consecutive = 0
+        self._probes.clear()  # probes still out give no verdict in the new state
         self._probe_successes = 0
         if self._failures is not None:
             self._failures.clear()

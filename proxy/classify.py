@@ -1,9 +1,9 @@
 """One place that says what an attempt's result was and whether it may be retried.
 
 An attempt ends in a status (the upstream answered) or a reason (`connect_error`,
-`tls_error`, `reset`, `timeout`). `retry.on` and `circuit_breaker.failure_on` are both
-`Conditions` over those; the outcome of a relayed answer (`ok` or `failed`) comes from
-`is_failure()`.
+`tls_error`, `reset`, `timeout`, `bad_response`). `retry.on` and
+`circuit_breaker.failure_on` are both `Conditions` over those; the outcome of a relayed
+answer (`ok` or `failed`) comes from `is_failure()`.
 """
 
 from __future__ import annotations

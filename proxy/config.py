@@ -10,25 +10,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import orjson
-from pydantic import (
-    AfterValidator,
-    Field,
-    PrivateAttr,
-    StringConstraints,
-    ValidationError,
-    model_validator,
-)
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
+from .config_check import reference_problems, warnings
+from .config_listener import Limits, Listener, Match, Route
 from .config_policy import Policy
 from .config_types import (
     Address,
-    HeaderName,
-    Method,
     Name,
-    PathText,
     Section,
     is_loopback,
     split_address,
@@ -43,7 +35,9 @@ __all__ = [
     "Config",
     "ConfigError",
     "HeaderRules",
+    "Limits",
     "Listener",
+    "Match",
     "Route",
     "Upstream",
     "load_config",
@@ -62,6 +56,8 @@ class Control(Section):
     audit_log: Path | None = None
     """File the control API's mutations are appended to, as a hash chain of JSON lines.
     None: they go to stdout with the rest of the log."""
+    limits: Limits = Limits()
+    """The same hardening as a listener's; read at start, like the address."""
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> Control:
@@ -105,77 +101,10 @@ class Log(Section):
     """One JSON line per request on stdout."""
     level: Literal["debug", "info", "warning", "error"] = "info"
     """Lines below it are dropped (request lines are info); `POST /log-level` changes it."""
-
-
-class Limits(Section):
-    """Listener hardening against malformed and slow clients."""
-
-    max_request_line: Size = unit("8KiB")
-    max_header_size: Size = unit("8KiB")
-    """Of one header line."""
-    max_headers: int = Field(default=100, ge=1, le=1000)
-    header_timeout: Duration = unit("10s")
-    """A request whose head has not fully arrived this long after its first byte is
-    dropped (slowloris)."""
-    idle_timeout: Duration = unit("75s")
-    """An idle keep-alive connection from the app is closed after this long."""
-    body_timeout: Duration = unit("30s")
-    """The longest pause between two reads of a request body; past it the attempt is
-    aborted and the app gets 408 (if nothing was answered yet)."""
-
-
-class Match(Section):
-    """Which requests a route takes; every given condition must hold. First match wins."""
-
-    path_prefix: PathText | None = None
-    path: PathText | None = None
-    """Exact path, without the query. Give either path or path_prefix."""
-    host: str | None = None
-    """Host header without its port; `*.example.com` matches any subdomain."""
-    methods: tuple[Method, ...] | None = None
-    headers: dict[HeaderName, str] = Field(default_factory=dict)
-    """Header names and their exact values."""
-
-    @model_validator(mode="after")
-    def _one_path_kind(self) -> Match:
-        if self.path is not None and self.path_prefix is not None:
-            raise ValueError("give either path or path_prefix, not both")
-        return self
-
-
-class Rewrite(Section):
-    strip_prefix: str = ""
-    """Removed from the start of the path when it is there."""
-    prefix: str = ""
-    """Then put in front of the path."""
-
-
-class Route(Section):
-    name: Name
-    """Unique across listeners; the `route` label of metrics."""
-    match: Match = Match()
-    upstream: Name
-    rewrite: Rewrite = Rewrite()
-    policy: Name | None = None
-    """A name under `policies`; without one: default timeouts, no retry."""
-    shed_at: Literal["degraded", "limited", "emergency"] | None = None
-    """At this degradation level or worse, requests go straight to the fallback (or get
-    503 `shed`) without calling the upstream."""
-    upgrade: tuple[Protocol, ...] = ()
-    """Protocols an `Upgrade` request may switch to (`websocket`): after the upstream's
-    101 the connection becomes a tunnel. Other Upgrade requests get 501."""
-
-
-Protocol = Annotated[
-    str, StringConstraints(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"), AfterValidator(str.lower)
-]
-
-
-class Listener(Section):
-    name: Name
-    address: Address
-    routes: tuple[Route, ...] = Field(min_length=1)
-    limits: Limits = Limits()
+    buffer: Size = unit("4MiB")
+    """Lines waiting to be written to stdout. A writer thread writes them, so that a slow
+    stdout never stalls the proxy; when it is full, lines are dropped and counted in
+    fender_log_lines_dropped_total."""
 
 
 class Config(Section):
@@ -195,12 +124,20 @@ class Config(Section):
     _source: str = PrivateAttr(default="<memory>")
     _templates: dict[KeyPath, str] = PrivateAttr(default_factory=dict)
 
+    _warnings: list[Problem] = PrivateAttr(default_factory=list)
+
     @model_validator(mode="after")
     def _references(self) -> Config:
-        problems = reference_problems(self)
+        problems = reference_problems(self.model_dump())
         if problems:
             raise ReferenceError_(problems)
         return self
+
+    @property
+    def warnings(self) -> list[Problem]:
+        """What is allowed but almost surely not meant (shadowed routes, ...), each with
+        its line when the config came from a file."""
+        return self._warnings
 
     def policy_of(self, route: Route) -> Policy:
         return self.policies[route.policy] if route.policy else DEFAULT_POLICY
@@ -210,14 +147,15 @@ class Config(Section):
         return self._source
 
     def public_view(self) -> dict[str, Any]:
-        """The effective config with every secret replaced (for GET /config and the hash)."""
+        """The effective config with every secret replaced (for GET /config and the hash):
+        `${...}` values show as written, and no header value is shown at all."""
         data: dict[str, Any] = self.model_dump(mode="json")
+        for path in _header_maps(data):
+            headers = _get(data, path)
+            for header in headers:
+                headers[header] = "<redacted>"
         for path, template in self._templates.items():
-            _put(data, path, template)
-        for name, upstream in data["upstreams"].items():
-            for header in upstream["headers"]["set"]:
-                if ("upstreams", name, "headers", "set", header) not in self._templates:
-                    upstream["headers"]["set"][header] = "<redacted>"
+            _put(data, path, template)  # as written: `Bearer ${API_KEY}` names no secret
         return data
 
     @property
@@ -239,53 +177,28 @@ class ReferenceError_(ValueError):
         self.problems = problems
 
 
-def reference_problems(config: Config) -> list[tuple[KeyPath, str]]:
-    problems: list[tuple[KeyPath, str]] = []
-    addresses: dict[str, KeyPath] = {config.control.address: ("control", "address")}
-    listener_names: set[str] = set()
-    route_names: set[str] = set()
-    for i, listener in enumerate(config.listeners):
-        where: KeyPath = ("listeners", i)
-        if listener.name in listener_names:
-            problems.append(((*where, "name"), f"listener name {listener.name!r} is used twice"))
-        listener_names.add(listener.name)
-        if listener.address in addresses and not listener.address.endswith(":0"):
-            other = ".".join(map(str, addresses[listener.address]))
-            problems.append(((*where, "address"), f"address also used by {other}"))
-        addresses[listener.address] = where
-        for j, route in enumerate(listener.routes):
-            at: KeyPath = (*where, "routes", j)
-            if route.name in route_names:
-                problems.append(((*at, "name"), f"route name {route.name!r} is used twice"))
-            route_names.add(route.name)
-            if route.policy is not None and route.policy not in config.policies:
-                known = ", ".join(sorted(config.policies)) or "none"
-                problems.append(
-                    ((*at, "policy"), f"no policy named {route.policy!r} (known: {known})")
-                )
-            if route.upstream not in config.upstreams:
-                known = ", ".join(sorted(config.upstreams)) or "none"
-                problems.append(
-                    ((*at, "upstream"), f"no upstream named {route.upstream!r} (known: {known})")
-                )
-    routes = {r.name for listener in config.listeners for r in listener.routes}
-    for k, fault in enumerate(config.faults):
-        if fault.route is not None and fault.route not in routes:
-            problems.append((("faults", k, "route"), f"no route named {fault.route!r}"))
-        if fault.upstream is not None and fault.upstream not in config.upstreams:
-            problems.append((("faults", k, "upstream"), f"no upstream named {fault.upstream!r}"))
-    for name, policy in config.policies.items():
-        for k, step in enumerate(policy.fallback.chain if policy.fallback else ()):
-            if step.upstream is not None and step.upstream not in config.upstreams:
-                at = ("policies", name, "fallback", "chain", k, "upstream")
-                problems.append((at, f"no upstream named {step.upstream!r}"))
-    return problems
+def _header_maps(data: dict[str, Any]) -> list[KeyPath]:
+    """Where header values are in a dumped config: upstreams' `headers.set`, routes'
+    `match.headers`, static fallbacks' `headers`."""
+    paths: list[KeyPath] = [("upstreams", name, "headers", "set") for name in data["upstreams"]]
+    for i, listener in enumerate(data["listeners"]):
+        for j, _ in enumerate(listener["routes"]):
+            paths.append(("listeners", i, "routes", j, "match", "headers"))
+    for name, policy in data["policies"].items():
+        for k, step in enumerate((policy["fallback"] or {}).get("chain", ())):
+            if step["static"] is not None:
+                paths.append(("policies", name, "fallback", "chain", k, "static", "headers"))
+    return paths
+
+
+def _get(data: Any, path: KeyPath) -> Any:
+    for part in path:
+        data = data[part]
+    return data
 
 
 def _put(data: Any, path: KeyPath, value: Any) -> None:
-    for part in path[:-1]:
-        data = data[part]
-    data[path[-1]] = value
+    _get(data, path[:-1])[path[-1]] = value
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
@@ -299,18 +212,33 @@ def validate_document(doc: Document) -> Config:
         base_dir = str(Path(doc.source).parent) if doc.source != "<memory>" else None
         config = Config.model_validate(doc.data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        raise ConfigError(doc.source, doc.problems + _problems(doc, exc)) from None
+        raise ConfigError(doc.source, _by_line(doc.problems + _problems(doc, exc))) from None
     if doc.problems:
         raise ConfigError(doc.source, doc.problems)
     config._source = doc.source
     config._templates = dict(doc.templates)
+    config._warnings = [
+        Problem(path, f"warning: {message}", doc.line_of(path))
+        for path, message in warnings(config)
+    ]
     return config
+
+
+def _by_line(problems: list[Problem]) -> list[Problem]:
+    return sorted(problems, key=lambda problem: problem.line or 0)
 
 
 def _problems(doc: Document, exc: ValidationError) -> list[Problem]:
     problems = []
     errors = exc.errors(include_url=False)
     known = {p.path for p in doc.problems}
+    # The cross-section checks run on a valid model only; with values wrong elsewhere,
+    # run them on the file as written, so that every problem is reported at once.
+    if not any(isinstance(e.get("ctx", {}).get("error"), ReferenceError_) for e in errors):
+        failed = {tuple(err["loc"]) for err in errors}
+        for path, message in reference_problems(doc.data):
+            if path not in failed:
+                problems.append(Problem(path, message, doc.line_of(path)))
     # A list whose only item failed also reports "too short": the item's error says more.
     failed = {tuple(err["loc"]) for err in errors if err["type"] != "too_short"}
     for err in errors:

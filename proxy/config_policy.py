@@ -45,8 +45,9 @@ class Backoff(Section):
 
 class RetryAfter(Section):
     honor: bool = True
-    """On 429 and 503, wait what `Retry-After` (seconds or HTTP date), `RateLimit-Reset` or
-    `X-RateLimit-Reset` asks instead of the backoff."""
+    """On 429 and 503, wait what the upstream asks instead of the backoff: `retry-after-ms`,
+    `Retry-After` (seconds or HTTP date), `RateLimit-Reset`, `X-RateLimit-Reset`, or the
+    longer of `x-ratelimit-reset-requests` and `x-ratelimit-reset-tokens`."""
     max: Duration = unit("60s")
     """A longer ask is not waited for: the answer goes to the app at once."""
 
@@ -128,6 +129,13 @@ class RouteRateLimit(Section):
                 raise ValueError("key is `header:NAME` or `client_ip`")
         return self
 
+    @property
+    def header(self) -> str | None:
+        """The request header `key` reads (lower case), if it reads one."""
+        if self.key is None or not self.key.startswith("header:"):
+            return None
+        return self.key.partition(":")[2].strip().lower()
+
 
 Trigger = Literal[
     "circuit_open", "rate_limited", "bulkhead_full", "timeout", "connect_error", "exhausted"
@@ -183,7 +191,8 @@ class FallbackStep(Section):
     upstream: Name | None = None
     """Send the request to this upstream instead (its own breaker, bulkhead and quota)."""
     stale: Stale | None = None
-    """The last good 2xx answer to the same method, path and query."""
+    """The last good 2xx answer to the same method, path and query, for the same
+    credentials, Accept-Encoding and Vary headers."""
     static: Static | None = None
 
     @model_validator(mode="after")

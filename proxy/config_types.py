@@ -96,8 +96,9 @@ def unit(text: str) -> Any:
 
 
 # What an attempt can end in besides a status: `connect_error` (nothing was sent),
-# `tls_error`, `reset` (the connection closed before response headers), `timeout`.
-REASONS = ("connect_error", "tls_error", "reset", "timeout")
+# `tls_error`, `reset` (the connection closed before response headers), `timeout`,
+# `bad_response` (what came back is not HTTP, or breaks the upstream's header limits).
+REASONS = ("connect_error", "tls_error", "reset", "timeout", "bad_response")
 _STATUS_RE = re.compile(r"^(?:[1-5]\d\d|[1-5]xx)$")
 
 

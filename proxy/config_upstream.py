@@ -4,10 +4,11 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .config_types import Condition, Endpoint, HeaderName, PathText, Section, unit
 from .units import Duration, Rate, Ratio, Size
@@ -33,6 +34,9 @@ class HalfOpen(Section):
     """Trial calls let through at once while half open; other calls are answered as open."""
     successes: int = Field(default=1, ge=1)
     """Successful trial calls that close the circuit; one failed trial reopens it."""
+    max_wait: Duration = unit("10s")
+    """A trial call whose response headers have not come by then counts as failed, and
+    its permit is freed (a hung probe must not hold the circuit)."""
 
 
 class CircuitBreaker(Section):
@@ -45,7 +49,14 @@ class CircuitBreaker(Section):
     """How long it stays open after a trip; doubled on each trip in a row."""
     max_open_for: Duration = unit("5m")
     half_open: HalfOpen = HalfOpen()
-    failure_on: tuple[Condition, ...] = ("connect_error", "tls_error", "reset", "timeout", "5xx")
+    failure_on: tuple[Condition, ...] = (
+        "connect_error",
+        "tls_error",
+        "reset",
+        "timeout",
+        "bad_response",
+        "5xx",
+    )
     """What counts as a failure. Fender's own rejections never do."""
 
     @model_validator(mode="after")
@@ -77,8 +88,9 @@ class UpstreamRateLimit(Section):
     max_wait: Duration = unit("1s")
     """In `queue` mode, the longest wait for a token (never past the deadline)."""
     cooldown: bool = True
-    """After a 429 or 503 with Retry-After, hold every attempt for that long: they wait if
-    their deadline allows, or are answered at once with the time left."""
+    """After a 429 or 503 that asks for a wait (Retry-After, retry-after-ms, the rate-limit
+    reset headers), hold every attempt for that long: they wait if their deadline allows,
+    or are answered at once with the time left."""
     max_cooldown: Duration = unit("60s")
     """A longer ask pauses the upstream this long only (a bad header must not block it)."""
 
@@ -95,7 +107,23 @@ class Tls(Section):
     verify: bool = True
     """Verify the upstream's certificate and name; `false` logs a warning at every start."""
     ca_file: Path | None = None
-    """PEM bundle of a private CA, used instead of the system CAs."""
+    """PEM bundle of a private CA, used instead of the system CAs. Read when the file is
+    checked or loaded; a relative path is relative to the policy file."""
+
+    @field_validator("ca_file")
+    @classmethod
+    def _readable_pem(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        if path is None:
+            return None
+        base = (info.context or {}).get("base_dir")
+        path = path if base is None else Path(base) / path
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(path))
+        except ssl.SSLError:
+            raise ValueError(f"ca_file {path} holds no PEM certificate") from None
+        except OSError as exc:
+            raise ValueError(f"cannot read ca_file {path}: {exc.strerror}") from None
+        return path
 
 
 class Pool(Section):
@@ -106,11 +134,12 @@ class Pool(Section):
 
 
 class UpstreamLimits(Section):
-    """What Fender accepts of an upstream's answers; beyond: `bad_response`."""
+    """What an upstream's answer may be; beyond it, the attempt fails as `bad_response`."""
 
     max_header_size: Size = unit("8KiB")
-    """Of one header line of an answer."""
+    """Of one response header line."""
     max_headers: int = Field(default=100, ge=1, le=1000)
+    """Response headers in one answer."""
 
 
 class HealthCheck(Section):

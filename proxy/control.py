@@ -23,6 +23,7 @@ from .faults import Faults, FaultSpec
 from .logs import LEVELS as LOG_LEVELS
 from .logs import JsonLog
 from .metrics import Metrics
+from .reload import ReloadResult
 from .token import TokenFile
 from .units import parse_duration
 
@@ -38,7 +39,7 @@ class Controlled(Protocol):
 
     def request_drain(self) -> None: ...
 
-    async def reload_from_file(self) -> tuple[bool, str]: ...
+    async def reload_from_file(self) -> ReloadResult: ...
 
     @property
     def faults(self) -> Faults: ...
@@ -81,6 +82,9 @@ def control_app(
             if exc.status >= 400:
                 return json_response({"error": exc.reason.lower().replace(" ", "_")}, exc.status)
             raise
+        except Exception as exc:  # a bug of ours: a JSON 500, never aiohttp's bare one
+            log.event("internal_error", "error", path=request.path, error=type(exc).__name__)
+            return json_response({"error": "internal_error"}, 500)
 
     async def get_metrics(request: web.Request) -> web.Response:
         response = web.Response(body=metrics.render())
@@ -118,12 +122,10 @@ def control_app(
         return json_response({"upstream": upstream, "breaker": breaker.status()})
 
     async def post_reload(request: web.Request) -> web.Response:
-        ok, detail = await fender.reload_from_file()
-        result = "success" if ok else "failure"
-        audit.record("reload", result=result, remote=request.remote or "")
-        if ok:
-            return json_response({"result": result, "config_hash": detail})
-        return json_response({"result": result, "problems": detail.splitlines()[1:]}, 422)
+        result = await fender.reload_from_file()
+        view = result.view()
+        audit.record("reload", result=view["result"], remote=request.remote or "")
+        return json_response(view, result.status)
 
     async def post_fault(request: web.Request) -> web.Response:
         try:

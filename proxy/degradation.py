@@ -1,6 +1,7 @@
 """The degradation level: how much of what Fender fronts is down, in one word.
 
-An upstream is down when its circuit is open or none of its endpoints may take traffic.
+An upstream is down when its circuit is open (an open circuit whose `open_for` has passed
+is ready to probe: not down) or none of its endpoints may take traffic.
 The level is the worst that any down upstream brings, by its priority:
 
     critical -> emergency,  high -> limited,  normal or low -> degraded;  none down -> full
@@ -74,15 +75,23 @@ class Degradation:
 
 
 class Shed:
-    """A route's `shed_at`: at that level or worse, straight to the fallback."""
+    """A route's `shed_at`: at that level or worse, straight to the fallback.
 
-    def __init__(self, at: str, level: Callable[[], int]) -> None:
+    Except a call that its own upstream's breaker would take as a probe (`probe_wanted`):
+    when the route's own upstream is what brought the level down, shedding every call
+    would keep its circuit from ever being probed, and the level from ever falling.
+    """
+
+    def __init__(
+        self, at: str, level: Callable[[], int], probe_wanted: Callable[[], bool] | None = None
+    ) -> None:
         self.at = LEVELS.index(at)
         self.level = level
+        self.probe_wanted = probe_wanted
 
     async def __call__(self, call: Call, call_next: Handler) -> Reply:
         level = self.level()
-        if level >= self.at:
+        if level >= self.at and not (self.probe_wanted is not None and self.probe_wanted()):
             detail = f"shed at degradation level {LEVELS[level]}"
             raise Rejected("shed", detail, retry_after=10)
         return await call_next(call)

@@ -7,6 +7,10 @@ A reload builds a new Generation and swaps it in whole. State carries over by se
   unchanged keeps its pipeline (retry budget, rate-limit buckets, stale cache); else it
   starts fresh.
 Requests in flight hold the objects of the generation they started with.
+
+Building has no effect outside the new generation (a reload that fails must leave the
+running one whole): what points at it from outside, the scrape-time gauges, is set by
+`observe()` when it is swapped in.
 """
 
 from __future__ import annotations
@@ -14,14 +18,18 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from .breaker import STATE_VALUE, CircuitBreaker
 from .clock import Clock
 from .config import Config, Route
 from .faults import Faults
+from .health import Health
 from .http.upstream import AttemptRecorder, Upstream
 from .logs import JsonLog
 from .metrics import Metrics
 from .policies import Guards, build_guards, build_pipeline
+from .policies.bulkhead import Bulkhead
 from .routing import CompiledRoute, Router, RouteTarget, Routing
 
 Signature = tuple[str, str, tuple[int, ...]]  # route json, policy json, ids of its guards
@@ -33,6 +41,7 @@ class Generation:
     upstreams: dict[str, Upstream] = field(default_factory=dict)
     guards: dict[str, Guards] = field(default_factory=dict)
     routings: dict[str, Routing] = field(default_factory=dict)  # by listener name
+    zeros: list[tuple[Any, tuple[str, ...]]] = field(default_factory=list)  # see observe()
     _routes: dict[str, tuple[Signature, RouteTarget]] = field(default_factory=dict)
 
 
@@ -49,9 +58,24 @@ def build(
     level: Callable[[], int] = lambda: 0,
 ) -> tuple[Generation, list[Upstream]]:
     """The new generation, and the upstreams it made afresh (they need start())."""
-    gen = Generation(config)
+    with metrics.deferred() as zeros:
+        return _build(config, previous, clock, metrics, log, rng, recorder, faults, level, zeros)
+
+
+def _build(
+    config: Config,
+    previous: Generation | None,
+    clock: Clock,
+    metrics: Metrics,
+    log: JsonLog,
+    rng: random.Random,
+    recorder: Callable[[str], AttemptRecorder],
+    faults: Faults,
+    level: Callable[[], int],
+    zeros: list[tuple[Any, tuple[str, ...]]],
+) -> tuple[Generation, list[Upstream]]:
+    gen = Generation(config, zeros=zeros)
     fresh: list[Upstream] = []
-    faults.declared(config.faults)
     for name, section in config.upstreams.items():
         kept = previous is not None and previous.config.upstreams.get(name) == section
         if previous is not None and kept:
@@ -59,8 +83,6 @@ def build(
             gen.guards[name] = previous.guards[name]
             continue
         upstream = Upstream(name, section, recorder(name), clock, log, faults)
-        if upstream.health is not None:
-            metrics.watch_health(name, upstream.health)
         gen.upstreams[name] = upstream
         gen.guards[name] = build_guards(upstream, clock=clock, metrics=metrics, log=log)
         fresh.append(upstream)
@@ -71,6 +93,39 @@ def build(
         router = Router([CompiledRoute.compile(r) for r in listener.routes])
         gen.routings[listener.name] = Routing(router, targets)
     return gen, fresh
+
+
+def observe(gen: Generation, metrics: Metrics) -> None:
+    """Point the gauges read at scrape time at this generation's state (breakers,
+    bulkheads, endpoint health), and export its series that start at 0. Called when it
+    is swapped in, never before."""
+    metrics.zero_all(gen.zeros)
+    for name, guards in gen.guards.items():
+        breaker, bulkhead, health = guards.breaker, guards.bulkhead, gen.upstreams[name].health
+        if breaker is not None:
+            _watch_breaker(metrics, name, breaker)
+        if bulkhead is not None:
+            _watch_bulkhead(metrics, name, bulkhead)
+        if health is not None:
+            for endpoint in health.states:
+                _watch_endpoint(metrics, name, health, endpoint)
+
+
+def _watch_breaker(metrics: Metrics, name: str, breaker: CircuitBreaker) -> None:
+    # The effective state: an open circuit past open_for shows half_open, though no call
+    # came to move it.
+    metrics.circuit_state.labels(name).set_function(lambda: STATE_VALUE[breaker.current()])
+
+
+def _watch_bulkhead(metrics: Metrics, name: str, bulkhead: Bulkhead) -> None:
+    metrics.bulkhead_in_flight.labels(name).set_function(lambda: bulkhead.in_flight)
+    metrics.bulkhead_queued.labels(name).set_function(lambda: bulkhead.queued)
+
+
+def _watch_endpoint(metrics: Metrics, name: str, health: Health, endpoint: str) -> None:
+    metrics.upstream_healthy.labels(name, endpoint).set_function(
+        lambda: float(health.usable(endpoint))
+    )
 
 
 def _target(

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from .app import Fender, StartError
+from .app import Fender
 from .config import Config
 from .logs import JsonLog
+from .reload import describe
 
 
 async def _reload(fender: Fender) -> None:
@@ -19,8 +20,20 @@ async def _reload(fender: Fender) -> None:
 
 
 async def serve(config: Config, log: JsonLog) -> int:
-    """Run until SIGTERM or SIGINT, then drain; returns the exit code."""
-    fender = Fender(config, log=log)
+    """Run until SIGTERM or SIGINT, then drain; returns the exit code. A failure to start,
+    whatever it is, is a `start_failed` line and exit status 1, never a traceback."""
+    try:
+        return await _serve(config, log)
+    finally:
+        log.flush()  # the last lines (`stopped`, `start_failed`) before the process ends
+
+
+async def _serve(config: Config, log: JsonLog) -> int:
+    try:
+        fender = Fender(config, log=log)
+    except Exception as exc:
+        log.event("start_failed", "error", error=describe(exc))
+        return 1
     stop = asyncio.Event()
     hurry = asyncio.Event()  # a second signal skips the rest of the drain delay
     loop = asyncio.get_running_loop()
@@ -41,8 +54,8 @@ async def serve(config: Config, log: JsonLog) -> int:
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         await fender.start()
-    except StartError as exc:
-        log.event("start_failed", "error", error=str(exc))
+    except Exception as exc:
+        log.event("start_failed", "error", error=describe(exc))
         return 1
     stopping = asyncio.ensure_future(stop.wait())
     asked = asyncio.ensure_future(fender.stop_requested.wait())

@@ -1,74 +1,68 @@
 """JSON lines on stdout: one per request (access) and one per event of Fender's own.
 
-Access lines go through a buffer that is flushed a few times a second, so a busy proxy
-does not pay a write system call per request; events are flushed at once. No line ever
-holds a header value, so credentials cannot leak through the log.
+Lines are written by a thread of their own from a bounded buffer (log_writer.py), so a
+stuck stdout never blocks the event loop; when the buffer is full, lines are dropped and
+counted. Access lines share a write a few times a second; events are written at once.
+No line ever holds a header value, so credentials cannot leak through the log.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime
+import io
 import logging
 import sys
 from typing import IO, Any
 
 import orjson
 
+from .log_writer import DropReporter, LineWriter, Write, fd_writer
+
 _UTC = datetime.UTC
-FLUSH_INTERVAL = 0.25
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+DEFAULT_BUFFER = 4 << 20  # bytes of lines waiting to be written (`log.buffer`)
 
 
 class JsonLog:
-    def __init__(self, stream: IO[bytes] | None = None) -> None:
-        self._stream = stream if stream is not None else sys.stdout.buffer
-        self._pending: list[bytes] = []
-        self._flusher: asyncio.TimerHandle | None = None
+    def __init__(self, stream: IO[bytes] | None = None, *, buffer: int = DEFAULT_BUFFER) -> None:
+        self._writer = LineWriter(_writer_of(stream), buffer)
         self.level = "info"  # lines below it are dropped (access lines are info)
         self._threshold = LEVELS["info"]
+
+    def set_buffer(self, size: int) -> None:
+        """How many bytes of lines may wait for the writer; beyond, lines are dropped."""
+        self._writer.max_bytes = size
+
+    def report_drops(self, on_drop: DropReporter) -> None:
+        """Tell `on_drop` of every line dropped from now on, and of those dropped so far."""
+        self._writer.on_drop = on_drop
+        if self._writer.dropped:
+            on_drop(self._writer.dropped)
 
     def set_level(self, level: str) -> None:
         self._threshold = LEVELS[level]
         self.level = level
 
     def event(self, event: str, level: str = "info", **fields: Any) -> None:
-        """Fender's own events: start, stop, errors. Written and flushed at once."""
+        """Fender's own events: start, stop, errors. The writer is woken at once."""
         if LEVELS.get(level, 40) < self._threshold:
             return
-        self._pending.append(self._line({"level": level, "event": event, **fields}))
-        self.flush()
+        self._writer.put(self._line({"level": level, "event": event, **fields}), urgent=True)
 
     def access(self, **fields: Any) -> None:
-        """One request; written within FLUSH_INTERVAL."""
+        """One request; written within log_writer.FLUSH_INTERVAL."""
         if self._threshold > LEVELS["info"]:
             return
-        self._pending.append(self._line({"level": "info", "event": "request", **fields}))
-        if self._flusher is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self.flush()
-                return
-            self._flusher = loop.call_later(FLUSH_INTERVAL, self.flush)
+        self._writer.put(self._line({"level": "info", "event": "request", **fields}))
 
     def raw(self, line: bytes) -> None:
-        """A line made elsewhere (the audit log's), written and flushed at once."""
-        self._pending.append(line)
-        self.flush()
+        """A line made elsewhere (the audit log's), written at once."""
+        self._writer.put(line, urgent=True)
 
-    def flush(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            self._flusher = None
-        if self._pending:
-            data = b"".join(self._pending)
-            self._pending.clear()
-            try:
-                self._stream.write(data)
-                self._stream.flush()
-            except (OSError, ValueError):
-                pass  # stdout closed or broken: logging must never take the proxy down
+    def flush(self) -> bool:
+        """Wait (a bounded while) until every line so far is written; at shutdown, and
+        for tests that read the log. True when it was."""
+        return self._writer.flush()
 
     def capture_std_logging(self) -> None:
         """Route the warnings of libraries (aiohttp, asyncio) into this log as JSON lines."""
@@ -89,3 +83,19 @@ class JsonLog:
     def _line(fields: dict[str, Any]) -> bytes:
         fields = {"time": datetime.datetime.now(_UTC), **fields}
         return orjson.dumps(fields, default=str) + b"\n"
+
+
+def _writer_of(stream: IO[bytes] | None) -> Write:
+    """stdout by its file descriptor (unbuffered), or any other stream as given."""
+    if stream is None:
+        try:
+            return fd_writer(sys.stdout.fileno())
+        except (AttributeError, ValueError, io.UnsupportedOperation):
+            stream = sys.stdout.buffer  # stdout replaced by something without a descriptor
+    given = stream
+
+    def write(data: bytes) -> None:
+        given.write(data)
+        given.flush()
+
+    return write

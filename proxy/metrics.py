@@ -1,14 +1,17 @@
 """Every collector Fender exports, on a private registry, declared in this one place.
 
 Labels are config names (route, upstream, endpoint) and small fixed vocabularies
-(outcome, result, code class), never raw paths: the series count is bounded by the file.
+(outcome, result, code class), never raw paths: the series count is bounded by the file,
+and a reload removes the series of the names it removed (`retain()`, see series.py).
 The hot path goes through `count_request()` and `count_attempt()`, which cache the
 labelled children so a request costs dictionary look-ups, not label validation.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -19,11 +22,11 @@ from prometheus_client import (
     generate_latest,
 )
 
-if TYPE_CHECKING:
-    from .health import Health
+from .series import NO_ROUTE, SCOPED, Kept, gone
+
+__all__ = ["NO_ROUTE", "Metrics"]
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
-NO_ROUTE = "_unmatched"  # route and upstream label of requests no route took
 _CODE_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 
 
@@ -33,135 +36,178 @@ class Metrics:
         # is process-wide in prometheus-client; Fender has no other registry.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.requests = Counter(
+        # Collectors with a label that names a route, an upstream or an endpoint.
+        self._scoped: dict[Any, tuple[str, ...]] = {}
+        self.requests: Counter = self._new(
+            Counter,
             "fender_requests_total",
             "Requests answered to the app, by route, upstream, outcome and status class.",
             ["route", "upstream", "outcome", "code_class"],
-            registry=r,
         )
-        self.request_duration = Histogram(
+        self.request_duration: Histogram = self._new(
+            Histogram,
             "fender_request_duration_seconds",
             "Time from the request's arrival to the end of the answer, by route.",
             ["route"],
             buckets=DURATION_BUCKETS,
-            registry=r,
         )
-        self.upstream_attempts = Counter(
+        self.upstream_attempts: Counter = self._new(
+            Counter,
             "fender_upstream_attempts_total",
             "Attempts sent to an upstream endpoint, by what came of them: response "
             "(headers arrived, any status) or the failure reason.",
             ["upstream", "endpoint", "result"],
-            registry=r,
         )
-        self.retries = Counter(
+        self.retries: Counter = self._new(
+            Counter,
             "fender_retries_total",
             "Retries decided, by route and the condition retried (reason or status).",
             ["route", "reason"],
-            registry=r,
         )
-        self.retry_budget_exhausted = Counter(
+        self.retry_budget_exhausted: Counter = self._new(
+            Counter,
             "fender_retry_budget_exhausted_total",
             "Retries not made because the route's retry budget was spent.",
             ["route"],
-            registry=r,
         )
-        self.retry_skipped = Counter(
+        self.retry_skipped: Counter = self._new(
+            Counter,
             "fender_retry_skipped_total",
             "Retries not made for another reason: not_idempotent, body_too_large (the body "
             "streamed through unbuffered), deadline, retry_after_too_long.",
             ["route", "reason"],
-            registry=r,
         )
-        self.circuit_state = Gauge(
+        self.circuit_state: Gauge = self._new(
+            Gauge,
             "fender_circuit_state",
             "Circuit breaker state per upstream: 0 closed, 1 half_open, 2 open.",
             ["upstream"],
-            registry=r,
         )
-        self.circuit_transitions = Counter(
+        self.circuit_transitions: Counter = self._new(
+            Counter,
             "fender_circuit_transitions_total",
             "Circuit breaker state changes.",
             ["upstream", "from", "to"],
-            registry=r,
         )
-        self.rejections = Counter(
+        self.rejections: Counter = self._new(
+            Counter,
             "fender_rejections_total",
             "Requests or attempts answered locally, by route and reason (circuit_open, "
             "rate_limited, bulkhead_full).",
             ["route", "reason"],
-            registry=r,
         )
-        self.fallbacks = Counter(
+        self.fallbacks: Counter = self._new(
+            Counter,
             "fender_fallbacks_total",
             "Answers given by a fallback step, by route and kind (upstream, stale, static).",
             ["route", "kind"],
-            registry=r,
         )
-        self.bulkhead_in_flight = Gauge(
+        self.bulkhead_in_flight: Gauge = self._new(
+            Gauge,
             "fender_bulkhead_in_flight",
             "Attempts holding a bulkhead slot.",
             ["upstream"],
-            registry=r,
         )
-        self.bulkhead_queued = Gauge(
+        self.bulkhead_queued: Gauge = self._new(
+            Gauge,
             "fender_bulkhead_queued",
             "Attempts waiting for a bulkhead slot.",
             ["upstream"],
-            registry=r,
         )
-        self.rate_limit_waits = Histogram(
+        self.rate_limit_waits: Histogram = self._new(
+            Histogram,
             "fender_rate_limit_waits_seconds",
             "Time spent waiting for a rate-limit token or a cool-down, by scope "
             "(route:NAME or upstream:NAME).",
             ["scope"],
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-            registry=r,
         )
-        self.upstream_healthy = Gauge(
+        self.upstream_healthy: Gauge = self._new(
+            Gauge,
             "fender_upstream_healthy",
             "1 while an endpoint may take traffic (healthy and not ejected), else 0.",
             ["upstream", "endpoint"],
-            registry=r,
         )
-        self.degradation_level = Gauge(
+        self.degradation_level: Gauge = self._new(
+            Gauge,
             "fender_degradation_level",
             "0 full, 1 degraded, 2 limited, 3 emergency.",
-            registry=r,
         )
-        self.config_reloads = Counter(
+        self.config_reloads: Counter = self._new(
+            Counter,
             "fender_config_reloads_total",
             "Reloads of the policy file, by result (success, failure: the old one kept).",
             ["result"],
-            registry=r,
         )
-        self.config_info = Gauge(
+        self.config_info: Gauge = self._new(
+            Gauge,
             "fender_config_info",
             "1 for the hash of the policy file that runs.",
             ["hash"],
-            registry=r,
         )
-        self.tunnels_open = Gauge(
-            "fender_tunnels_open",
-            "Upgrade tunnels (WebSocket) open now, by route.",
-            ["route"],
-            registry=r,
+        self.log_lines_dropped: Counter = self._new(
+            Counter,
+            "fender_log_lines_dropped_total",
+            "Log lines dropped because stdout did not take them fast enough (the buffer of "
+            "lines waiting to be written, log.buffer, was full).",
         )
-        self.tunnel_bytes = Counter(
+        self.tunnels_open: Gauge = self._new(
+            Gauge, "fender_tunnels_open", "Upgrade tunnels (WebSocket) open now.", ["route"]
+        )
+        self.tunnel_bytes: Counter = self._new(
+            Counter,
             "fender_tunnel_bytes_total",
-            "Bytes relayed through Upgrade tunnels, by route and direction (upstream: from "
-            "the app to the upstream; downstream: back).",
+            "Bytes relayed through Upgrade tunnels, by direction (upstream: from the app to "
+            "the upstream; downstream: back).",
             ["route", "direction"],
-            registry=r,
         )
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._deferred: list[tuple[Any, tuple[str, ...]]] | None = None
         for result in ("success", "failure"):
             self.zero(self.config_reloads, result)
+
+    @contextmanager
+    def deferred(self) -> Iterator[list[tuple[Any, tuple[str, ...]]]]:
+        """Within this block, `zero()` notes its series in the list instead of exporting
+        them; `zero_all()` exports them later (a reload that fails exports nothing)."""
+        pending: list[tuple[Any, tuple[str, ...]]] = []
+        self._deferred = pending
+        try:
+            yield pending
+        finally:
+            self._deferred = None
+
+    def zero_all(self, pending: Sequence[tuple[Any, tuple[str, ...]]]) -> None:
+        for metric, labels in pending:
+            self.zero(metric, *labels)
+
+    def _new(self, kind: Any, name: str, doc: str, labels: Sequence[str] = (), **kw: Any) -> Any:
+        metric = kind(name, doc, list(labels), registry=self.registry, **kw)
+        if SCOPED.intersection(labels):
+            self._scoped[metric] = tuple(labels)
+        return metric
+
+    def retain(self, kept: Kept) -> None:
+        """Remove every series that names a route, upstream or endpoint `kept` drops."""
+        for metric, names in self._scoped.items():
+            for values in list(gone(metric, names, kept)):
+                metric.remove(*values)
+        self._children = {k: v for k, v in self._children.items() if self._lives(k, kept)}
+
+    def _lives(self, key: tuple[Any, ...], kept: Kept) -> bool:
+        if isinstance(key[0], str):  # count_request's: (route, upstream, outcome, class)
+            return kept.keeps({"route": key[0], "upstream": key[1]})
+        names = self._scoped.get(key[0])
+        return names is None or kept.keeps(dict(zip(names, key[1:], strict=True)))
 
     def zero(self, metric: Any, *labels: str) -> None:
         """Export a series at 0 before its first event. PromQL's `increase()` needs a
         sample from before an event to see it, so without this the first fallback, reload
-        failure or spent budget of a process would never fire the alerts built on them."""
+        failure or spent budget of a process would never fire the alerts built on them.
+        (While a generation is built, the series are only noted: see `deferred()`.)"""
+        if self._deferred is not None:
+            self._deferred.append((metric, labels))
+            return
         key = (metric, *labels)
         if key not in self._children:
             self._children[key] = metric.labels(*labels)
@@ -206,9 +252,8 @@ class Metrics:
     def count_fallback(self, route: str, kind: str) -> None:
         self._inc(self.fallbacks, route, kind)
 
-    def count_transition(self, upstream: str, was: str, to: str, value: int) -> None:
+    def count_transition(self, upstream: str, was: str, to: str) -> None:
         self._inc(self.circuit_transitions, upstream, was, to)
-        self.circuit_state.labels(upstream).set(value)
 
     def observe_rate_limit_wait(self, scope: str, seconds: float) -> None:
         self.rate_limit_waits.labels(scope).observe(seconds)
@@ -220,22 +265,8 @@ class Metrics:
             self.tunnel_bytes.labels(route, "downstream"),
         )
 
-    def outcomes_by_route(self) -> dict[str, dict[str, int]]:
-        """Requests answered so far, by route and outcome (for GET /status)."""
-        routes: dict[str, dict[str, int]] = {}
-        for metric in self.requests.collect():
-            for sample in metric.samples:
-                if sample.name.endswith("_total"):
-                    outcomes = routes.setdefault(sample.labels["route"], {})
-                    outcome = sample.labels["outcome"]
-                    outcomes[outcome] = outcomes.get(outcome, 0) + int(sample.value)
-        return routes
-
-    def watch_health(self, upstream: str, health: Health) -> None:
-        """Endpoint health is read when scraped: nothing to update per request."""
-        for endpoint in health.states:
-            gauge = self.upstream_healthy.labels(upstream, endpoint)
-            gauge.set_function(lambda e=endpoint: float(health.usable(e)))  # type: ignore[misc]
+    def count_log_drops(self, lines: int) -> None:
+        self.log_lines_dropped.inc(lines)
 
     def count_reload(self, result: str) -> None:
         self._inc(self.config_reloads, result)

@@ -47,6 +47,9 @@ class Call:
     replayable: bool | None = None  # can the body be sent again? None: not decided yet
     sent_at: float = 0.0  # when the current attempt left for the upstream
     retry_owned: bool = False  # a Retry policy decided the attempts: apps must not add more
+    # The current attempt holds a half-open probe permit: it must not wait in a bulkhead
+    # queue, a cool-down or for a token (it is rejected locally instead).
+    probe: bool = False
 
     def __init__(
         self,

@@ -51,7 +51,7 @@ class StatusBoard:
         out: dict[str, str] = {}
         for name, upstream in gen.upstreams.items():
             breaker, health = gen.guards[name].breaker, upstream.health
-            is_open = breaker is not None and breaker.state == OPEN
+            is_open = breaker is not None and breaker.current() == OPEN
             no_endpoint = health is not None and not any(
                 health.usable(e.label) for e in upstream.endpoints
             )
@@ -61,7 +61,7 @@ class StatusBoard:
 
     def route_outcomes(self) -> dict[str, dict[str, dict[str, int]]]:
         """Per route: outcomes since start, and over about the last minute."""
-        now, totals = self.clock.monotonic(), self.metrics.outcomes_by_route()
+        now, totals = self.clock.monotonic(), outcomes_by_route(self.metrics)
         past: Outcomes = {}
         for taken, snapshot in self.snapshots:
             if now - taken <= RECENT + SNAPSHOT_EVERY:
@@ -75,7 +75,7 @@ class StatusBoard:
         return out
 
     def snapshot(self) -> None:
-        self.snapshots.append((self.clock.monotonic(), self.metrics.outcomes_by_route()))
+        self.snapshots.append((self.clock.monotonic(), outcomes_by_route(self.metrics)))
 
     async def watch(self, generation: Callable[[], Generation]) -> None:
         """Every second: the degradation level; every ten: a snapshot of route outcomes."""
@@ -86,6 +86,18 @@ class StatusBoard:
                 self.snapshot()
             ticks += 1
             await self.clock.sleep(DEGRADATION_EVERY)
+
+
+def outcomes_by_route(metrics: Metrics) -> Outcomes:
+    """Requests answered so far, by route and outcome, read from the counter."""
+    routes: Outcomes = {}
+    for metric in metrics.requests.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                outcomes = routes.setdefault(sample.labels["route"], {})
+                outcome = sample.labels["outcome"]
+                outcomes[outcome] = outcomes.get(outcome, 0) + int(sample.value)
+    return routes
 
 
 def _upstream(gen: Generation, name: str) -> dict[str, Any]:

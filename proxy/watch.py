@@ -25,13 +25,23 @@ def stamp(path: str) -> Stamp:
 
 
 async def watch_file(
-    path: str, interval: float, clock: Clock, on_change: Callable[[], Awaitable[object]]
+    path: str,
+    interval: float,
+    clock: Clock,
+    on_change: Callable[[], Awaitable[object]],
+    on_error: Callable[[BaseException], object] = lambda exc: None,
+    seen: Stamp = None,
 ) -> None:
-    """Run until cancelled; await `on_change()` after each change of `path`."""
-    seen = stamp(path)
+    """Run until cancelled; await `on_change()` after each change of `path` from `seen`
+    (its stamp when it was loaded; default: when the watching starts). Whatever
+    `on_change()` raises is handed to `on_error()`: the watching goes on."""
+    seen = seen or stamp(path)
     while True:
         await clock.sleep(interval)
         now = stamp(path)
         if now is not None and now != seen:
             seen = now
-            await on_change()
+            try:
+                await on_change()
+            except Exception as exc:
+                on_error(exc)

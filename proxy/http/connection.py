@@ -13,6 +13,7 @@ body as bytes when it had already arrived whole, or as a stream relayed chunk by
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import TYPE_CHECKING, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 CONNECTING, IDLE, BUSY, TUNNEL, CLOSED = "connecting", "idle", "busy", "tunnel", "closed"
 NO_BODY_STATUS = frozenset({204, 304})
 _DROP = HOP_BY_HOP | {b"content-length"}
+_NAMES = re.compile(rb"\r\n([^:]*):")  # the field names of a head, lower-cased first
 _CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade", b""})
 _NOTHING: frozenset[bytes] = frozenset()
 
@@ -49,6 +51,7 @@ class _HeadOnly(Exception):
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
+        "_body",
         "_chunked",
         "_close",
         "_got_bytes",
@@ -119,6 +122,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._head: bytes | None = b""  # the answer's bytes until its head is parsed
         self._start = 0  # where in them the head begins (after interim answers)
         self._stream: BodyStream | None = None
+        self._body: list[bytes] | None = None  # an answer's first chunks, before a stream
         self._listed: frozenset[bytes] = _NOTHING  # named by the answer's Connection
         self._length: int | None = None
         self._chunked = self._close = False
@@ -205,18 +209,20 @@ class UpstreamConnection(asyncio.Protocol):
         head = self._head
         if head is None or self.state != BUSY:
             raise ValueError("an answer nobody asked for")
-        end = head.index(b"\r\n\r\n", self._start)
+        start = self._start
+        end = head.index(b"\r\n\r\n", start)
         if status < 200 and status != 101:  # 100 Continue, 103 Early Hints: not the answer
             self._start = end + 4
             return
-        lines = head[self._start : end].split(b"\r\n")
+        block = head[start:end]
         self._head = None
+        lines = block.split(b"\r\n")
         self._reason = lines[0][13:]
         del lines[0]
+        keys = _NAMES.findall(block.lower())  # one per line: llhttp checked the syntax
         max_size, max_headers = self.limits
         if len(lines) > max_headers or (lines and max(map(len, lines)) > max_size):
             raise ValueError("answer headers over the limits")
-        keys = [line[: line.index(b":")].lower() for line in lines]
         dropped = _DROP.intersection(keys)
         if dropped:
             self._drop(keys, lines, dropped)
@@ -234,37 +240,35 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if self._length is None and not self._chunked:
             self._close = True  # framed by the connection's end
-        self._stream = BodyStream(self, self._length)
+        self._body = []  # chunks kept here until it is clear whether the body streams
 
     def _drop(self, keys: list[bytes], lines: list[bytes], dropped: frozenset[bytes]) -> None:
         """Take out the hop-by-hop and framing fields, noting what they say."""
         for key in dropped:
             while key in keys:
                 i = keys.index(key)
-                value = lines[i][len(key) + 1 :].strip(b" \t")
                 if key == b"content-length":
-                    self._length = int(value)
+                    self._length = int(lines[i][15:])
                 elif key == b"transfer-encoding":
                     self._chunked = True
                 elif key == b"connection":
-                    tokens = frozenset(t.strip(b" \t") for t in value.lower().split(b","))
-                    self._close = self._close or b"close" in tokens
-                    self._listed |= tokens - _CONNECTION_OPTIONS
-                    if b"upgrade" in tokens and self._upgrade:
-                        keys[i] = b"connection*"  # kept for the 101, as upgrade is
-                        continue
+                    value = lines[i][11:].strip(b" \t").lower()
+                    if value != b"keep-alive":
+                        tokens = frozenset(t.strip(b" \t") for t in value.split(b","))
+                        self._close = self._close or b"close" in tokens
+                        self._listed |= tokens - _CONNECTION_OPTIONS
+                        if b"upgrade" in tokens and self._upgrade:
+                            break  # kept for the 101, as Upgrade is
                 elif key == b"upgrade" and self._upgrade:
-                    keys[i] = b"upgrade*"
-                    continue
+                    break
                 del keys[i], lines[i]
-        for i, key in enumerate(keys):
-            if key.endswith(b"*"):
-                keys[i] = key[:-1]
 
     def on_body(self, body: bytes) -> None:
         stream = self._stream
         if stream is not None:
             stream.feed(body)
+        elif self._body is not None:
+            self._body.append(body)
 
     def on_message_complete(self) -> None:
         if self._ready or self._stream is not None or self._head_only:
@@ -300,8 +304,14 @@ class UpstreamConnection(asyncio.Protocol):
     def _hand_over(self) -> None:
         """The head is in: give the pipeline its Reply (this connection settled first)."""
         self._ready = False
-        pending, stream = self._pending, self._stream
+        pending = self._pending
         self._pending = None
+        stream = None
+        if self._body is not None and not self._message_done:  # the body streams
+            stream = self._stream = BodyStream(self, self._length)
+            for chunk in self._body:
+                stream.feed(chunk)
+            self._body = None
         headers = Headers.of(self._keys, self._lines)
         if self._listed:  # hop-by-hop by the upstream's own say (RFC 9110 section 7.6.1)
             headers = headers.without(self._listed)
@@ -309,7 +319,7 @@ class UpstreamConnection(asyncio.Protocol):
         reply.reason = self._reason
         if self._length is not None:
             reply.content_length = self._length
-        if stream is None:
+        if stream is None and self._body is None:
             if self._upgrade and reply.status == 101:
                 self.state = TUNNEL
                 self.alarm.clear()
@@ -319,10 +329,11 @@ class UpstreamConnection(asyncio.Protocol):
             else:
                 self._broken("")  # cannot happen: no body, yet not complete
         elif self._message_done:
-            reply.body = stream.joined()
-            self._stream = None
+            chunks = self._body or []
+            reply.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             self._finished()
         else:
+            assert stream is not None
             reply.body = stream
             reply.release = stream.discard
             self._last = now = self.loop.time()

@@ -53,10 +53,10 @@ class Served:
             conn.abort()
 
 
-async def listen(listener: Listener, host: str, port: int) -> Served:
+async def listen(listener: Listener, host: str, port: int, *, start_serving: bool) -> Served:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        listener.protocol, host, port, reuse_address=True, backlog=1024
+        listener.protocol, host, port, reuse_address=True, backlog=1024, start_serving=start_serving
     )
     return Served(listener, server)
 

@@ -47,6 +47,7 @@ class Pool:
         self.loop = loop
         self.idle: dict[str, list[UpstreamConnection]] = {label: [] for label in targets}
         self.open = 0  # connections counted against the limit (connecting ones too)
+        self.connections: set[UpstreamConnection] = set()  # connected, idle or busy
         self.closed = False
         self._waiters: deque[asyncio.Future[None]] = deque()
 
@@ -83,18 +84,23 @@ class Pool:
     def lost(self, conn: UpstreamConnection) -> None:
         """A connection closed (whatever closed it)."""
         self.open -= 1
+        self.connections.discard(conn)
         idle = self.idle.get(conn.endpoint)
         if idle is not None and conn in idle:
             idle.remove(conn)
         self._wake()
 
-    async def close(self) -> None:
-        """Close idle connections now; busy ones close when their exchange ends."""
+    async def close(self, *, busy_too: bool = False) -> None:
+        """Close idle connections now; busy ones close when their exchange ends, or now
+        too (`busy_too`: Fender itself stops)."""
         self.closed = True
         for idle in self.idle.values():
             for conn in idle:
                 conn.close()
             idle.clear()
+        if busy_too:
+            for conn in list(self.connections):
+                conn.abort()
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -137,6 +143,7 @@ class Pool:
                 timer.cancel()
         if conn.state == CLOSED:
             raise UpstreamFailed("connect_error", self._why(endpoint, "closed at once"))
+        self.connections.add(conn)
         return conn
 
     def _failed_connect(self) -> None:

@@ -102,12 +102,14 @@ class Upstream:
             self._prober = Prober(self.config, self.request_headers, self.health)
             self._prober.start()
 
-    async def close(self) -> None:
+    async def close(self, *, busy_too: bool = False) -> None:
+        """Stop health checks and close idle connections; busy ones when their exchange
+        ends (a reload retired this upstream), or at once (`busy_too`: Fender stops)."""
         if self._prober is not None:
             await self._prober.close()
             self._prober = None
         if self.pool is not None:
-            await self.pool.close()
+            await self.pool.close(busy_too=busy_too)
 
     @property
     def in_use(self) -> int:

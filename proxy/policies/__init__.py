@@ -9,7 +9,8 @@ DESIGN.md's request path, outermost first:
 Why this order:
 - Fallback is outermost: it must see every failure below it, rejections included.
 - Shed (a route's `shed_at`) is right inside it: a shed request goes to the fallback
-  before it waits for anything or spends any token.
+  before it waits for anything or spends any token. (A call its own upstream's breaker
+  would take as a probe goes on: without probes, a tripped upstream never recovers.)
 - Deadline is next: it sets the limits that every wait below must fit in.
 - The route's RateLimit is spent once per request, before any attempt.
 - Retry wraps the upstream's guards, so each attempt is one breaker sample, holds one
@@ -29,7 +30,7 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ..breaker import STATE_VALUE, CircuitBreaker
+from ..breaker import CircuitBreaker
 from ..clock import Clock
 from ..config_policy import Policy as PolicyConfig
 from ..degradation import Shed
@@ -64,12 +65,11 @@ def build_guards(upstream: Upstream, *, clock: Clock, metrics: Metrics, log: Jso
     if config.circuit_breaker is not None:
 
         def on_transition(was: str, to: str, why: str) -> None:
-            metrics.count_transition(name, was, to, STATE_VALUE[to])
+            metrics.count_transition(name, was, to)
             level = "warning" if to == "open" else "info"
             log.event("circuit", level, upstream=name, was=was, to=to, why=why)
 
         breaker = CircuitBreaker(config.circuit_breaker, clock, on_transition)
-        metrics.circuit_state.labels(name).set(0)
         policies.append(BreakerPolicy(breaker, name, clock, metrics))
     if config.bulkhead is not None:
         bulkhead = Bulkhead(config.bulkhead, name, clock, metrics)
@@ -97,7 +97,7 @@ def build_pipeline(
     policies: list[Policy] = []
     if config.fallback is not None:
         stacks = {name: g.handler for name, g in guards.items()}
-        retry = config.retry
+        retry, limit = config.retry, config.rate_limit
         policies.append(
             Fallback(
                 config.fallback,
@@ -108,10 +108,12 @@ def build_pipeline(
                 idempotency_header=retry.idempotency_header if retry else "idempotency-key",
                 clock=clock,
                 metrics=metrics,
+                credential_header=limit.header if limit is not None else None,
             )
         )
     if shed_at is not None:
-        policies.append(Shed(shed_at, level))
+        breaker = guards[upstream].breaker
+        policies.append(Shed(shed_at, level, breaker.ready_to_probe if breaker else None))
     policies.append(Deadline(config.timeouts))
     if config.rate_limit is not None:
         policies.append(RateLimit(config.rate_limit, route, clock, metrics))

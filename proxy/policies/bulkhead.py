@@ -3,7 +3,8 @@
 A slot is held until the answer's body is fully relayed (a stream holds it to its end),
 so it bounds what the upstream really carries. Beyond the limit, up to `max_queued`
 attempts wait in line (FIFO) for `queue_timeout`, never past the request's deadline;
-the rest are answered at once: 503 `bulkhead_full`.
+the rest are answered at once: 503 `bulkhead_full`. So is a half-open probe that finds
+no free slot: it must not wait in line while it holds the circuit's only permit.
 """
 
 from __future__ import annotations
@@ -31,9 +32,6 @@ class Bulkhead:
         self.metrics = metrics
         self.in_flight = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
-        # Read when scraped: nothing to update per request.
-        metrics.bulkhead_in_flight.labels(upstream).set_function(lambda: self.in_flight)
-        metrics.bulkhead_queued.labels(upstream).set_function(lambda: len(self._waiters))
 
     @property
     def queued(self) -> int:
@@ -42,6 +40,8 @@ class Bulkhead:
     async def __call__(self, call: Call, call_next: Handler) -> Reply:
         if self.in_flight < self.max_concurrent and not self._waiters:
             self.in_flight += 1  # a free slot: no waiting, no await
+        elif call.probe:
+            self._reject(call)
         else:
             await self._acquire(call)
         try:

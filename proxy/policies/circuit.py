@@ -2,12 +2,14 @@
 
 Sits inside the retry loop, so every attempt is one sample and an open circuit stops the
 loop at once (Retry never retries a rejection). Rejections from further in (bulkhead,
-quota) and cancelled calls give no verdict: they are not the upstream's fault.
+quota) and cancelled calls give no verdict: they are not the upstream's fault. An attempt
+holding a probe permit is marked (`call.probe`), so the guards further in reject it
+rather than let it wait while it holds the circuit's permit.
 """
 
 from __future__ import annotations
 
-from ..breaker import REJECT, CircuitBreaker
+from ..breaker import PROBE, REJECT, CircuitBreaker
 from ..classify import Conditions
 from ..clock import Clock
 from ..metrics import Metrics
@@ -36,6 +38,7 @@ class BreakerPolicy:
                 retry_after=self.breaker.retry_after(),
             )
         clock = self.clock
+        call.probe = permit >= PROBE
         try:
             reply = await call_next(call)
         except UpstreamFailed as failure:
@@ -48,6 +51,8 @@ class BreakerPolicy:
         except BaseException:
             self.breaker.release(permit)
             raise
+        finally:
+            call.probe = False
         now = clock.monotonic()
         slow = self.slow_after is not None and now - call.sent_at >= self.slow_after
         failed = self.failure_on.matches_status(reply.status)

@@ -4,7 +4,8 @@ Outermost, so it sees every failure below it. It decides on status and headers o
 it acts before any byte went to the app, never after. Steps, in order:
 `upstream` (the same request to another upstream, through that upstream's own breaker,
 bulkhead and quota, with that upstream's headers), `stale` (the last good answer to the
-same method, path and query), `static` (a fixed answer). The first that answers wins; if
+same method, path and query, for the same credentials and selecting headers: see
+stale_cache.py), `static` (a fixed answer). The first that answers wins; if
 none does, the original failure goes to the app.
 """
 
@@ -47,6 +48,7 @@ class Fallback:
         idempotency_header: str | None,
         clock: Clock,
         metrics: Metrics,
+        credential_header: str | None = None,
     ) -> None:
         self.on = frozenset(config.on)
         self.steps: tuple[FallbackStep, ...] = config.chain
@@ -61,7 +63,9 @@ class Fallback:
         self.idempotency_header = idempotency_header
         self.buffer_limit = buffer_limit if buffer_limit is not None else DEFAULT_BUFFER_LIMIT
         stale = next((step.stale for step in self.steps if step.stale), None)
-        self.cache = StaleCache(stale, clock) if stale is not None else None
+        # The route's rate-limit key names who is asking, like a credential does.
+        extra = (credential_header,) if credential_header else ()
+        self.cache = StaleCache(stale, clock, extra) if stale is not None else None
 
     def _word(self, result: Reply | FenderError) -> str | None:
         """The trigger this result pulls, if `on` names it (`exhausted` covers any
@@ -107,16 +111,13 @@ class Fallback:
         cache = self.cache
         if cache is None or cache.fresh(call.method, call.target):
             return
-        incoming = call.incoming
-        personal = incoming is not None and ("authorization" in incoming or "cookie" in incoming)
-        if not cache.keeps(call.method, reply.status, reply.headers, personal):
+        if not cache.keeps(call.method, reply.status, reply.headers):
             return
+        key = cache.key(call.method, call.target, call.incoming, reply.headers)
         if isinstance(reply.body, bytes):
-            cache.put(call.method, call.target, reply.status, reply.headers, reply.body)
+            cache.put(key, reply.status, reply.headers, reply.body)
         else:
-            reply.body = cache.tee(
-                call.method, call.target, reply.status, reply.headers, reply.body
-            )
+            reply.body = cache.tee(key, reply.status, reply.headers, reply.body)
 
     async def _chain(self, call: Call, word: str) -> Reply | None:
         for step in self.steps:
@@ -137,7 +138,8 @@ class Fallback:
                 return None
             return await self._failover(call, step.upstream)
         if step.stale is not None:
-            kept = self.cache.get(call.method, call.target) if self.cache else None
+            cache = self.cache
+            kept = cache.get(call.method, call.target, call.incoming) if cache else None
             if kept is None:
                 return None
             entry, age = kept

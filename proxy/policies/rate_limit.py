@@ -7,8 +7,10 @@ waits for its token (FIFO, up to `max_wait`, never past the deadline); otherwise
 that, it gets 429 `rate_limited` with `Retry-After` and the IETF `RateLimit` headers.
 
 The quota's cool-down: when the upstream answers 429 or 503 with a wait (`Retry-After`,
-`RateLimit-Reset`), every attempt holds off that long: it waits if its deadline allows,
-or is answered at once with the time left.
+`retry-after-ms`, the rate-limit reset headers: see retry_after.py), every attempt holds
+off that long: it waits if its deadline allows, or is answered at once with the time left.
+A half-open probe never waits (neither a cool-down nor for a token): it holds the
+circuit's only permit, so it is answered at once instead.
 """
 
 from __future__ import annotations
@@ -66,9 +68,7 @@ class RateLimit:
         burst = default_burst(config.rate, config.burst)
         self.single = TokenBucket(config.rate, burst, clock) if config.key is None else None
         self.keyed = KeyedBuckets(config.rate, burst, config.max_keys, clock)
-        self.header = None
-        if config.key is not None and config.key.startswith("header:"):
-            self.header = config.key.partition(":")[2].strip().lower()
+        self.header = config.header
         self.queue = config.on_limit == "queue"
         self.max_wait = config.max_wait
         self.route = route
@@ -123,7 +123,7 @@ class Quota:
     async def __call__(self, call: Call, call_next: Handler) -> Reply:
         pause = self.paused_until - self.clock.monotonic() if self.paused_until else 0.0
         if pause > 0:
-            if self.clock.monotonic() + pause >= call.deadline:
+            if call.probe or self.clock.monotonic() + pause >= call.deadline:
                 self.metrics.count_rejection(call.route, "rate_limited")
                 raise Rejected(
                     "rate_limited",
@@ -134,7 +134,8 @@ class Quota:
             await self.clock.sleep(pause)
             self.metrics.observe_rate_limit_wait(self.scope, pause)
         if self.bucket is not None:
-            wait = _reserve(self.bucket, call, self.queue, self.max_wait, self.clock)
+            queue = self.queue and not call.probe
+            wait = _reserve(self.bucket, call, queue, self.max_wait, self.clock)
             if wait is None:
                 self.metrics.count_rejection(call.route, "rate_limited")
                 raise _limited(f"upstream {self.upstream}", self.bucket, self.upstream)

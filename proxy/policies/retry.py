@@ -74,6 +74,10 @@ class Retry:
                 raise
             if wait is None:
                 if reply is not None:
+                    # A status Fender would have retried (a 429, a 5xx) that it gives up on
+                    # is a failure, whatever the upstream's answer said of itself.
+                    reply.outcome = "failed"
+                    reply.fender_reason = reply.fender_reason or "upstream_status"
                     return reply
                 assert error is not None
                 raise error

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.support.proxy import config
+from tests.support.upstream import Step
 
 
 def tiered(upstream_url: str) -> dict:
@@ -100,3 +101,31 @@ async def test_setting_the_level_by_hand_is_checked(upstream, proxy_factory, cli
         assert (await resp.json())["override"]["level"] == "emergency"
     async with client.post(url, json={"level": "auto"}) as resp:
         assert (await resp.json()) == {"level": "full", "derived": "full", "override": None}
+
+
+async def test_a_shed_route_whose_own_upstream_tripped_probes_it_and_recovers(
+    upstream, proxy_factory, client
+):
+    data = tiered(upstream.url)
+    data["upstreams"]["extras"]["circuit_breaker"] = {
+        "consecutive_failures": 1,
+        "open_for": "300ms",
+    }
+    proxy = await proxy_factory(data)
+    upstream.default = Step(status=500)
+    async with client.get(f"{proxy.url}/ads/1") as resp:
+        assert resp.status == 500  # the breaker of `extras` trips
+    assert (await status(client, proxy))["level"] == "degraded"
+    async with client.get(f"{proxy.url}/ads/2") as resp:
+        assert (resp.status, resp.headers["x-fender-reason"]) == (503, "shed")
+    assert proxy.metric("fender_circuit_state", upstream="extras") == 2
+    await asyncio.sleep(0.35)  # open_for passes, and no request comes
+    assert proxy.metric("fender_circuit_state", upstream="extras") == 1  # ready to probe
+    upstream.default = Step(body=b"back")
+    async with client.get(f"{proxy.url}/ads/3") as resp:  # the probe: it reaches the upstream
+        assert (resp.status, await resp.read()) == (200, b"back")
+    assert proxy.metric("fender_circuit_state", upstream="extras") == 0
+    assert (await status(client, proxy))["level"] == "full"
+    async with client.get(f"{proxy.url}/ads/4") as resp:
+        assert resp.status == 200 and "x-fender-reason" not in resp.headers
+    assert [s.path_qs for s in upstream.seen] == ["/ads/1", "/ads/3", "/ads/4"]

@@ -157,3 +157,52 @@ async def test_a_post_the_primary_may_have_acted_on_is_not_sent_to_the_backup(
     ) as resp:
         assert resp.headers["x-fender-fallback"] == "upstream"
     assert [s.body for s in backup.seen] == [b"5 EUR"]
+
+
+def stale_route(upstream_url: str, **policy) -> dict:
+    return config(
+        {"up": {"endpoints": [upstream_url]}},
+        [{"name": "s", "upstream": "up", "policy": "p"}],
+        policies={
+            "p": {
+                "fallback": {"on": ["exhausted"], "chain": [{"stale": {"max_age": "10m"}}]},
+                **policy,
+            }
+        },
+    )
+
+
+async def test_the_stale_answer_to_one_api_key_never_goes_to_another(
+    upstream, proxy_factory, client
+):
+    proxy = await proxy_factory(stale_route(upstream.url))
+
+    async def get(**headers: str) -> tuple[int, bytes, str | None]:
+        async with client.get(f"{proxy.url}/account", headers=headers) as resp:
+            return resp.status, await resp.read(), resp.headers.get("x-fender-fallback")
+
+    upstream.default = Step(body=b"alice's balance")
+    assert (await get(**{"x-api-key": "alice-key"}))[:2] == (200, b"alice's balance")
+    upstream.default = Step(status=503, body=b"down")
+    assert await get(**{"x-api-key": "bob-key"}) == (503, b"down", None)  # not alice's
+    assert await get() == (503, b"down", None)
+    assert await get(**{"x-api-key": "alice-key"}) == (200, b"alice's balance", "stale")
+
+
+async def test_the_stale_answer_follows_vary_and_the_rate_limit_key(
+    upstream, proxy_factory, client
+):
+    limit = {"rate": "100/s", "key": "header:x-tenant-id"}
+    proxy = await proxy_factory(stale_route(upstream.url, rate_limit=limit))
+
+    async def get(**headers: str) -> tuple[int, bytes]:
+        async with client.get(f"{proxy.url}/page", headers=headers) as resp:
+            return resp.status, await resp.read()
+
+    upstream.default = Step(body=b"blue, en", headers={"vary": "Accept-Language"})
+    blue_en = {"x-tenant-id": "blue", "accept-language": "en"}
+    assert await get(**blue_en) == (200, b"blue, en")
+    upstream.default = Step(status=503, body=b"down")
+    assert await get(**{"x-tenant-id": "green", "accept-language": "en"}) == (503, b"down")
+    assert await get(**{"x-tenant-id": "blue", "accept-language": "fr"}) == (503, b"down")
+    assert await get(**blue_en) == (200, b"blue, en")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.support.proxy import config
+from tests.support.raw import RawUpstream
 from tests.support.upstream import Step
 
 
@@ -215,3 +218,79 @@ async def test_a_deadline_spent_before_the_attempt_is_not_the_upstreams_failure(
         assert resp.headers["x-fender-attempts"] == "0"
     assert upstream.seen == []
     assert proxy.metric("fender_circuit_state", upstream="up") == 0
+
+
+async def test_a_non_http_banner_is_bad_response_and_trips_the_breaker(proxy_factory, client):
+    async with RawUpstream(b"SSH-2.0-OpenSSH_9.6\r\n") as banner:
+        breaker = {"consecutive_failures": 2, "open_for": "10s"}  # the default failure_on
+        proxy = await proxy_factory(guarded(banner.url, circuit_breaker=breaker))
+        for _ in range(2):
+            status, headers = await get(client, f"{proxy.url}/x")
+            assert (status, headers["x-fender-reason"]) == (502, "bad_response")
+        status, headers = await get(client, f"{proxy.url}/x")
+        assert (status, headers["x-fender-reason"]) == (503, "circuit_open")
+        assert banner.connections == 2
+        assert proxy.metric("fender_circuit_state", upstream="up") == 2
+        assert (
+            proxy.metric("fender_upstream_attempts_total", upstream="up", result="bad_response")
+            == 2
+        )
+
+
+async def test_bad_response_is_a_retry_condition(proxy_factory, client):
+    async with RawUpstream(b"220 smtp.example.com ESMTP\r\n") as banner:
+        policy = {"retry": {"attempts": 3, "on": ["bad_response"], "backoff": {"base": "1ms"}}}
+        proxy = await proxy_factory(guarded(banner.url, policy))
+        status, headers = await get(client, f"{proxy.url}/x")
+        assert (status, headers["x-fender-reason"], headers["x-fender-attempts"]) == (
+            502,
+            "bad_response",
+            "3",
+        )
+        assert proxy.metric("fender_retries_total", route="g", reason="bad_response") == 2
+
+
+@pytest.mark.parametrize(
+    ("limits", "answer"),
+    [
+        ({"max_headers": 10}, b"".join(b"X-%d: 1\r\n" % i for i in range(20))),
+        ({"max_header_size": "1KiB"}, b"X-Big: " + b"a" * 2000 + b"\r\n"),
+    ],
+    ids=["max_headers", "max_header_size"],
+)
+async def test_upstream_header_limits_make_an_oversized_answer_bad_response(
+    proxy_factory, client, limits, answer
+):
+    head = b"HTTP/1.1 200 OK\r\n" + answer + b"Content-Length: 2\r\n\r\nok"
+    async with RawUpstream(head) as oversized:
+        proxy = await proxy_factory(guarded(oversized.url, limits=limits))
+        status, headers = await get(client, f"{proxy.url}/x")
+        assert (status, headers["x-fender-reason"]) == (502, "bad_response")
+    async with RawUpstream(head) as oversized:  # within the defaults, it goes through
+        proxy = await proxy_factory(guarded(oversized.url))
+        assert (await get(client, f"{proxy.url}/x"))[0] == 200
+
+
+async def test_a_hung_probe_stops_holding_the_circuit_after_max_wait(
+    upstream, proxy_factory, client
+):
+    breaker = {"consecutive_failures": 1, "open_for": "200ms", "half_open": {"max_wait": "300ms"}}
+    proxy = await proxy_factory(guarded(upstream.url, circuit_breaker=breaker))
+    upstream.push(Step(status=500), Step(hang=True))
+    assert (await get(client, f"{proxy.url}/x"))[0] == 500  # open
+    await asyncio.sleep(0.25)
+    hung = asyncio.create_task(get(client, f"{proxy.url}/x"))  # the probe, and it hangs
+    while len(upstream.seen) < 2:
+        await asyncio.wait_for(upstream.arrived.wait(), 5)
+        upstream.arrived.clear()
+    status, headers = await get(client, f"{proxy.url}/x")
+    assert (status, headers["x-fender-reason"]) == (503, "circuit_open")  # the probe is out
+    await asyncio.sleep(0.35)  # past max_wait: the probe counts as failed, open for 400ms
+    assert proxy.metric("fender_circuit_state", upstream="up") == 2
+    assert (await get(client, f"{proxy.url}/x"))[1]["x-fender-reason"] == "circuit_open"
+    await asyncio.sleep(0.45)
+    status, headers = await get(client, f"{proxy.url}/x")  # a new probe, and it answers
+    assert (status, headers.get("x-fender-reason")) == (200, None)
+    assert proxy.metric("fender_circuit_state", upstream="up") == 0
+    assert len(upstream.seen) == 3
+    hung.cancel()

@@ -208,9 +208,84 @@ async def test_a_changed_secret_alone_is_swapped_in(upstream, client, tmp_path):
         data["upstreams"]["versioned"]["headers"]["set"]["authorization"] = "Bearer new-key"
         path.write_text(yaml.safe_dump(data))
         running = fender.config.hash
-        assert await fender.reload_from_file() == (True, running)  # same hash: secrets stay out
+        result = await fender.reload_from_file()
+        assert (result.ok, result.config_hash) == (True, running)  # same hash: secrets stay out
         async with client.get(f"http://127.0.0.1:{fender.ports['egress']}/x") as resp:
             assert resp.status == 200
         assert upstream.seen[-1].headers["authorization"] == "Bearer new-key"
+    finally:
+        await fender.close()
+
+
+async def test_a_reload_removes_the_series_of_what_it_removed(
+    upstream, aiohttp_server, client, tmp_path
+):
+    other = ScriptedUpstream()
+    other.url = f"http://127.0.0.1:{(await aiohttp_server(other.app)).port}"
+    gone = {
+        "endpoints": [other.url, upstream.url],
+        "circuit_breaker": {"consecutive_failures": 1},
+        "bulkhead": {"max_concurrent": 5},
+        "rate_limit": {"rate": "100/s"},
+        "outlier": {},
+    }
+    data = policy(upstream.url, upstream.url, "a")
+    data["upstreams"]["gone"] = gone
+    data["upstreams"]["steady"]["endpoints"] = [upstream.url, other.url]
+    data["listeners"][0]["routes"].insert(
+        0,
+        {"name": "old", "upstream": "gone", "match": {"path_prefix": "/old/"}, "policy": "p"},
+    )
+    data["policies"] = {
+        "p": {
+            "retry": {"attempts": 2, "backoff": {"base": "1ms"}},
+            "rate_limit": {"rate": "100/s"},
+            "fallback": {"chain": [{"static": {"body": "sorry"}}]},
+        }
+    }
+    path = tmp_path / "fender.yaml"
+    path.write_text(yaml.safe_dump(data))
+    fender, _ = await start(path)
+    try:
+        base = f"http://127.0.0.1:{fender.ports['egress']}"
+        other.default = Step(status=503)
+        for prefix in ("/old/", "/old/", "/s/", "/s/"):
+            async with client.get(f"{base}{prefix}x") as resp:
+                await resp.read()
+
+        marks = ('"gone"', '"old"', f'"{other.url}"', ":gone", ":old")
+
+        def series(text: str) -> set[str]:
+            """The series that name the removed upstream, route or endpoint."""
+            lines = [line for line in text.splitlines() if not line.startswith("#")]
+            return {line.split(" ")[0] for line in lines if any(m in line for m in marks)}
+
+        before = series(fender.metrics.render().decode())
+        for name in (
+            "fender_requests_total",
+            "fender_request_duration_seconds_count",
+            "fender_upstream_attempts_total",
+            "fender_circuit_state",
+            "fender_circuit_transitions_total",
+            "fender_bulkhead_in_flight",
+            "fender_bulkhead_queued",
+            "fender_upstream_healthy",
+            "fender_retries_total",
+            "fender_retry_budget_exhausted_total",
+            "fender_fallbacks_total",
+        ):
+            assert any(s.startswith(name + "{") for s in before), name
+        del data["upstreams"]["gone"]
+        data["upstreams"]["steady"]["endpoints"] = [upstream.url]  # `other` leaves `steady`
+        del data["listeners"][0]["routes"][0]
+        del data["policies"]
+        path.write_text(yaml.safe_dump(data))
+        assert (await fender.reload_from_file()).ok
+        assert series(fender.metrics.render().decode()) == set()
+        ok = fender.metrics.requests.labels("steady", "steady", "ok", "2xx")
+        counted = ok._value.get()
+        async with client.get(f"{base}/s/x") as resp:  # what stays still counts
+            assert resp.status == 200
+        assert ok._value.get() == counted + 1
     finally:
         await fender.close()

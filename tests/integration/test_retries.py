@@ -201,3 +201,19 @@ async def test_a_body_cut_after_the_head_is_not_retried(upstream, proxy_factory,
             await resp.read()
     assert len(upstream.seen) == 1
     assert proxy.metric("fender_retries_total", route="r", reason="reset") == 0
+
+
+async def test_a_429_relayed_once_retries_are_used_up_is_failed_everywhere(
+    upstream, proxy_factory, client
+):
+    proxy = await proxy_factory(retrying(upstream.url, attempts=2))
+    upstream.default = Step(status=429, body=b"slow down")
+    async with client.get(f"{proxy.url}/x") as resp:
+        assert (resp.status, await resp.read()) == (429, b"slow down")
+        assert resp.headers["x-fender-attempts"] == "2"
+        assert resp.headers["x-fender-outcome"] == "failed"
+        assert resp.headers["x-fender-reason"] == "upstream_status"
+    (line,) = [x for x in proxy.log_lines() if x["event"] == "request"]
+    assert (line["status"], line["outcome"]) == (429, "failed")
+    assert proxy.metric("fender_requests_total", route="r", outcome="failed", code_class="4xx") == 1
+    assert proxy.metric("fender_requests_total", route="r", outcome="ok", code_class="4xx") == 0

@@ -55,3 +55,16 @@ def test_ci_runs_exactly_the_readme_test_command():
     command = block.splitlines()[1]
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert command.strip() in ci_lines
+
+
+def test_check_prints_warnings_and_still_exits_0(tmp_path, capsys):
+    path = tmp_path / "shadowed.yaml"
+    path.write_text(
+        "version: 1\nlisteners:\n  - name: egress\n    address: 127.0.0.1:15000\n    routes:\n"
+        "      - {name: all, upstream: up}\n      - {name: api, upstream: up, match: {path_prefix: /api/}}\n"
+        "upstreams:\n  up: {endpoints: ['https://example.com']}\n"
+    )
+    assert main(["check", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert f"{path}: ok" in out and "1 warning" in out
+    assert f"{path}:7: listeners[0].routes[1]: warning: never matched: route 'all'" in err

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from multidict import CIMultiDict
 
 from proxy.config_upstream import UpstreamRateLimit
+from proxy.http.headers import Headers
 from proxy.metrics import Metrics
 from proxy.pipeline import Call, Rejected, Reply
 from proxy.policies.rate_limit import Quota
@@ -16,7 +16,7 @@ def call(clock: FakeClock, deadline: float) -> Call:
     return Call(
         method="GET",
         target="/",
-        headers=CIMultiDict(),
+        headers=Headers(),
         body=None,
         route="r",
         request_id="id",
@@ -27,7 +27,7 @@ def call(clock: FakeClock, deadline: float) -> Call:
 
 def answering(status: int, **headers: str):
     async def upstream(c: Call) -> Reply:
-        return Reply(status=status, headers=CIMultiDict(headers))
+        return Reply(status=status, headers=Headers(headers))
 
     return upstream
 
@@ -40,6 +40,20 @@ async def test_a_429_pauses_the_quota_for_what_it_asks_up_to_max_cooldown(asked,
     assert quota.pause_left() == pytest.approx(paused)
     await quota(call(clock, 100), answering(200))  # waits the pause out: its deadline allows
     assert clock.sleeps == [pytest.approx(paused)]
+
+
+@pytest.mark.parametrize(
+    ("headers", "paused"),
+    [
+        ({"retry-after-ms": "2500"}, 2.5),
+        ({"x-ratelimit-reset-requests": "20ms", "x-ratelimit-reset-tokens": "6m0s"}, 30.0),
+    ],
+)
+async def test_the_llm_apis_wait_headers_pause_the_quota(headers, paused):
+    clock = FakeClock()
+    quota = Quota(UpstreamRateLimit(max_cooldown="30s"), "up", clock, Metrics())
+    await quota(call(clock, 100), answering(429, **headers))
+    assert quota.pause_left() == pytest.approx(paused)
 
 
 async def test_a_request_that_cannot_wait_out_the_pause_is_answered_at_once():

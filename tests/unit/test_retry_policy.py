@@ -83,6 +83,17 @@ async def test_gives_the_last_answer_when_attempts_are_used_up():
     assert (result.status, result.outcome, c.attempts) == (503, "failed", 2)
 
 
+@pytest.mark.parametrize("headers", [{}, {"Retry-After": "120"}])
+async def test_a_429_given_up_on_is_failed_not_ok(headers):
+    policy, _, _ = make(attempts=2)
+    result = await policy(call(), Script(reply(429, **headers), reply(429, **headers)))
+    assert (result.status, result.outcome, result.fender_reason) == (
+        429,
+        "failed",
+        "upstream_status",
+    )
+
+
 async def test_status_not_listed_is_relayed_at_once():
     policy, clock, _ = make(on=["503"])
     result = await policy(call(), Script(reply(500)))
@@ -127,6 +138,19 @@ async def test_retry_after_is_waited_instead_of_backoff():
     policy, clock, _ = make()
     result = await policy(call(), Script(reply(429, **{"Retry-After": "2"}), reply(200)))
     assert result.status == 200 and clock.sleeps == [2.0]
+
+
+@pytest.mark.parametrize(
+    ("headers", "waited"),
+    [
+        ({"retry-after-ms": "1500", "Retry-After": "2"}, 1.5),
+        ({"x-ratelimit-reset-requests": "1s", "x-ratelimit-reset-tokens": "3s"}, 3.0),
+    ],
+)
+async def test_the_llm_apis_wait_headers_are_waited_instead_of_backoff(headers, waited):
+    policy, clock, _ = make()
+    result = await policy(call(), Script(reply(429, **headers), reply(200)))
+    assert result.status == 200 and clock.sleeps == [pytest.approx(waited)]
 
 
 async def test_retry_after_beyond_max_relays_at_once():

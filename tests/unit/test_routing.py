@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config import Route
+from proxy.http.headers import Headers
 from proxy.routing import CompiledRoute, Router, normalize_path
 
 
@@ -37,8 +37,8 @@ def compile_route(**fields) -> CompiledRoute:
     return CompiledRoute.compile(Route.model_validate({"name": "r", "upstream": "u", **fields}))
 
 
-def headers(**values: str) -> CIMultiDictProxy[str]:
-    return CIMultiDictProxy(CIMultiDict(values))
+def headers(**values: str) -> Headers:
+    return Headers(values)
 
 
 @pytest.mark.parametrize(
