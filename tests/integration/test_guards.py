@@ -149,12 +149,16 @@ async def test_bulkhead_queue_timeout_rejects_waiters(upstream, proxy_factory, c
         )
     )
     upstream.default = Step(delay=0.6)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    results = await asyncio.gather(*(get(client, f"{proxy.url}/x") for _ in range(3)))
-    assert sorted(s for s, _ in results) == [200, 503, 503]
+    done: list[int] = []
+
+    async def call() -> None:
+        status, _ = await get(client, f"{proxy.url}/x")
+        done.append(status)
+
+    await asyncio.gather(*(call() for _ in range(3)))
+    # The waiters gave up at their queue timeout, before the slot came free.
+    assert done == [503, 503, 200]
     assert upstream.max_in_flight == 1 and len(upstream.seen) == 1
-    assert loop.time() - started < 1.0
 
 
 async def test_a_stream_holds_its_bulkhead_slot_until_it_ends(upstream, proxy_factory, client):
