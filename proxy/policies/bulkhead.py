@@ -72,7 +72,7 @@ class Bulkhead:
 
     def _leave(self, waiter: asyncio.Future[None]) -> None:
         """A waiter gives up; if a slot was handed to it meanwhile, pass it on."""
-        if waiter.done() and not waiter.cancelled():
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
             self._release()
         else:
             waiter.cancel()
