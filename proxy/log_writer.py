@@ -51,22 +51,25 @@ class LineWriter:
         self._thread: threading.Thread | None = None
 
     def put(self, line: bytes, *, urgent: bool = False) -> None:
-        with self._cond:
-            if self._bytes + len(line) > self.max_bytes:
-                self.dropped += 1
-                report = self.on_drop
-            else:
-                report = None
-                self._lines.append(line)
-                self._bytes += len(line)
-                self._accepted += 1
+        # No lock for the common line: appending to a list is atomic, and the writer
+        # takes the whole list at once. (The byte count may miss a line the writer took
+        # meanwhile: the bound is a safety net, not an exact figure.)
+        size = len(line)
+        if self._bytes + size > self.max_bytes:
+            self.dropped += 1
+            if self.on_drop is not None:
+                self.on_drop(1)
+            return
+        self._lines.append(line)
+        self._bytes += size
+        self._accepted += 1
+        if urgent or self._thread is None:
+            with self._cond:
                 if self._thread is None:
                     self._start()
                 if urgent:
                     self._urgent = True
                     self._cond.notify()
-        if report is not None:
-            report(1)
 
     def flush(self, timeout: float = FLUSH_WAIT) -> bool:
         """Wait until every line put so far is written, or `timeout`; True if it was."""

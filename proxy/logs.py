@@ -12,6 +12,7 @@ import datetime
 import io
 import logging
 import sys
+import time
 from typing import IO, Any
 
 import orjson
@@ -21,6 +22,14 @@ from .log_writer import DropReporter, LineWriter, Write, fd_writer
 _UTC = datetime.UTC
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 DEFAULT_BUFFER = 4 << 20  # bytes of lines waiting to be written (`log.buffer`)
+# One request's line, made without a dict: every value is a config name, a word of
+# Fender's, a method llhttp knows or a request id of a safe alphabet (hygiene.py), so
+# none needs escaping.
+_REQUEST = (
+    '{"time":"%s.%06d+00:00","level":"info","event":"request","request_id":"%s",'
+    '"listener":"%s","route":"%s","upstream":"%s","method":"%s","status":%d,'
+    '"duration_ms":%.3f,"outcome":"%s","reason":"%s","attempts":%d}\n'
+)
 
 
 class JsonLog:
@@ -28,6 +37,8 @@ class JsonLog:
         self._writer = LineWriter(_writer_of(stream), buffer)
         self.level = "info"  # lines below it are dropped (access lines are info)
         self._threshold = LEVELS["info"]
+        self._second = -1  # the second `_stamp` holds the text of
+        self._stamp = ""
 
     def set_buffer(self, size: int) -> None:
         """How many bytes of lines may wait for the writer; beyond, lines are dropped."""
@@ -54,6 +65,43 @@ class JsonLog:
         if self._threshold > LEVELS["info"]:
             return
         self._writer.put(self._line({"level": "info", "event": "request", **fields}))
+
+    def request(
+        self,
+        request_id: str,
+        listener: str,
+        route: str,
+        upstream: str,
+        method: str,
+        status: int,
+        seconds: float,
+        outcome: str,
+        reason: str,
+        attempts: int,
+    ) -> None:
+        """One request's line, the same as access() would make, made cheaply."""
+        if self._threshold > 20:
+            return
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        line = _REQUEST % (
+            self._stamp,
+            (now - second) * 1e6,
+            request_id,
+            listener,
+            route,
+            upstream,
+            method,
+            status,
+            seconds * 1000,
+            outcome,
+            reason,
+            attempts,
+        )
+        self._writer.put(line.encode())
 
     def raw(self, line: bytes) -> None:
         """A line made elsewhere (the audit log's), written at once."""

@@ -3,8 +3,8 @@
 Labels are config names (route, upstream, endpoint) and small fixed vocabularies
 (outcome, result, code class), never raw paths: the series count is bounded by the file,
 and a reload removes the series of the names it removed (`retain()`, see series.py).
-The hot path goes through `count_request()` and `count_attempt()`, which cache the
-labelled children so a request costs dictionary look-ups, not label validation.
+The hot path goes through `count_request()` and `count_attempt()`, plain counters of
+request_metrics.py; the rest cache their labelled children.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from .request_metrics import RequestMetrics
 from .series import NO_ROUTE, SCOPED, Kept, gone
 
 __all__ = ["NO_ROUTE", "Metrics"]
@@ -38,26 +39,11 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         # Collectors with a label that names a route, an upstream or an endpoint.
         self._scoped: dict[Any, tuple[str, ...]] = {}
-        self.requests: Counter = self._new(
-            Counter,
-            "fender_requests_total",
-            "Requests answered to the app, by route, upstream, outcome and status class.",
-            ["route", "upstream", "outcome", "code_class"],
-        )
-        self.request_duration: Histogram = self._new(
-            Histogram,
-            "fender_request_duration_seconds",
-            "Time from the request's arrival to the end of the answer, by route.",
-            ["route"],
-            buckets=DURATION_BUCKETS,
-        )
-        self.upstream_attempts: Counter = self._new(
-            Counter,
-            "fender_upstream_attempts_total",
-            "Attempts sent to an upstream endpoint, by what came of them: response "
-            "(headers arrived, any status) or the failure reason.",
-            ["upstream", "endpoint", "result"],
-        )
+        # Touched by every request: plain numbers, made into families when scraped.
+        self.hot = RequestMetrics(DURATION_BUCKETS)
+        self.registry.register(self.hot)
+        self.count_request = self.hot.count_request
+        self.count_attempt = self.hot.count_attempt
         self.retries: Counter = self._new(
             Counter,
             "fender_retries_total",
@@ -193,10 +179,9 @@ class Metrics:
             for values in list(gone(metric, names, kept)):
                 metric.remove(*values)
         self._children = {k: v for k, v in self._children.items() if self._lives(k, kept)}
+        self.hot.retain(kept)
 
     def _lives(self, key: tuple[Any, ...], kept: Kept) -> bool:
-        if isinstance(key[0], str):  # count_request's: (route, upstream, outcome, class)
-            return kept.keeps({"route": key[0], "upstream": key[1]})
         names = self._scoped.get(key[0])
         return names is None or kept.keeps(dict(zip(names, key[1:], strict=True)))
 
@@ -212,30 +197,12 @@ class Metrics:
         if key not in self._children:
             self._children[key] = metric.labels(*labels)
 
-    def count_request(
-        self, route: str, upstream: str, outcome: str, status: int, seconds: float
-    ) -> None:
-        key = (route, upstream, outcome, status // 100)
-        pair = self._children.get(key)
-        if pair is None:
-            code_class = _CODE_CLASS.get(status // 100, "other")
-            pair = (
-                self.requests.labels(route, upstream, outcome, code_class),
-                self.request_duration.labels(route),
-            )
-            self._children[key] = pair
-        pair[0].inc()
-        pair[1].observe(seconds)
-
     def _inc(self, metric: Any, *labels: str) -> None:
         key = (metric, *labels)
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = metric.labels(*labels)
         child.inc()
-
-    def count_attempt(self, upstream: str, endpoint: str, result: str) -> None:
-        self._inc(self.upstream_attempts, upstream, endpoint, result)
 
     def count_retry(self, route: str, reason: str) -> None:
         self._inc(self.retries, route, reason)

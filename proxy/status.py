@@ -90,14 +90,7 @@ class StatusBoard:
 
 def outcomes_by_route(metrics: Metrics) -> Outcomes:
     """Requests answered so far, by route and outcome, read from the counter."""
-    routes: Outcomes = {}
-    for metric in metrics.requests.collect():
-        for sample in metric.samples:
-            if sample.name.endswith("_total"):
-                outcomes = routes.setdefault(sample.labels["route"], {})
-                outcome = sample.labels["outcome"]
-                outcomes[outcome] = outcomes.get(outcome, 0) + int(sample.value)
-    return routes
+    return metrics.hot.outcomes_by_route()
 
 
 def _upstream(gen: Generation, name: str) -> dict[str, Any]:

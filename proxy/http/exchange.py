@@ -258,17 +258,17 @@ class Exchange:
         )
         if listener.access_log:
             call = self.call
-            listener.log.access(
-                request_id=self.rid,
-                listener=listener.name,
-                route=self.route,
-                upstream=self.upstream,
-                method=self.method,
-                status=self.status,
-                duration_ms=round(seconds * 1000, 3),
-                outcome=self.outcome,
-                reason=self.reason,
-                attempts=call.attempts if call is not None else 0,
+            listener.log.request(
+                self.rid,
+                listener.name,
+                self.route,
+                self.upstream,
+                self.method,
+                self.status,
+                seconds,
+                self.outcome,
+                self.reason,
+                call.attempts if call is not None else 0,
             )
         reply = self.reply
         if reply is not None:

@@ -26,11 +26,13 @@ GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$namespace": ".*", "$route": ".*
 def exported() -> dict[str, set[str]]:
     """Every series name Fender exports, with the label names it carries."""
     names: dict[str, set[str]] = {}
-    for metric in vars(Metrics()).values():
+    metrics = Metrics()
+    described = [(f.name, f.type, f._labelnames) for f in metrics.hot.describe()]
+    for metric in vars(metrics).values():
         labels = getattr(metric, "_labelnames", None)
-        if labels is None:
-            continue
-        name, kind = metric._name, metric._type
+        if labels is not None:
+            described.append((metric._name, metric._type, labels))
+    for name, kind, labels in described:
         if kind == "counter":
             names[f"{name}_total"] = set(labels)
         elif kind == "histogram":
