@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 
 from . import __version__
-from .config import Config, load_config
-from .loader import ConfigError
-from .logs import JsonLog
+from .config.loader import ConfigError
+from .config.model import Config, load_config
+from .observe.logs import JsonLog
 
 CONFIG_ENV = "FENDER_CONFIG"
 
@@ -108,7 +108,7 @@ def cmd_version(args: argparse.Namespace) -> int:
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .audit import verify
+    from .control.audit import verify
 
     try:
         count, broken = verify(Path(args.file))

@@ -19,24 +19,24 @@ import random
 from collections.abc import Coroutine
 from typing import Any
 
-from .audit import AuditLog
-from .breaker import CircuitBreaker
-from .clock import Clock, RealClock
-from .config import Config, load_config, split_address
-from .control import control_app
-from .control_server import ControlServer
-from .degradation import Degradation
-from .faults import Faults
+from .config.model import Config, load_config, split_address
+from .control.api import control_app
+from .control.audit import AuditLog
+from .control.server import ControlServer
+from .control.status import StatusBoard
+from .control.token import TokenFile
 from .generation import Generation, build, observe
 from .http.upstream import AttemptRecorder, Upstream
-from .logs import JsonLog
-from .metrics import Metrics
+from .observe.logs import JsonLog
+from .observe.metrics import Metrics
+from .observe.series import Kept
 from .policies import Guards
 from .reload import ReloadResult, attempt_reload
-from .series import Kept
 from .sockets import ListenerSockets, StartError
-from .status import StatusBoard
-from .token import TokenFile
+from .state.breaker import CircuitBreaker
+from .state.clock import Clock, RealClock
+from .state.degradation import Degradation
+from .state.faults import Faults
 from .watch import stamp, watch_file
 
 __all__ = ["Fender", "StartError"]

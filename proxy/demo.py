@@ -22,9 +22,9 @@ import aiohttp
 from aiohttp import web
 
 from .app import Fender
-from .breaker import CircuitBreaker
-from .config import load_config
-from .logs import JsonLog
+from .config.model import load_config
+from .observe.logs import JsonLog
+from .state.breaker import CircuitBreaker
 
 RATE = 20  # requests per second
 PHASE_SECONDS = 6.0

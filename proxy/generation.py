@@ -20,17 +20,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .breaker import STATE_VALUE, CircuitBreaker
-from .clock import Clock
-from .config import Config, Route
-from .faults import Faults
-from .health import Health
+from .config.model import Config, Route
+from .http.routing import CompiledRoute, Router, RouteTarget, Routing
 from .http.upstream import AttemptRecorder, Upstream
-from .logs import JsonLog
-from .metrics import Metrics
+from .observe.logs import JsonLog
+from .observe.metrics import Metrics
 from .policies import Guards, build_guards, build_pipeline
 from .policies.bulkhead import Bulkhead
-from .routing import CompiledRoute, Router, RouteTarget, Routing
+from .state.breaker import STATE_VALUE, CircuitBreaker
+from .state.clock import Clock
+from .state.faults import Faults
+from .state.health import Health
 
 Signature = tuple[str, str, tuple[int, ...]]  # route json, policy json, ids of its guards
 

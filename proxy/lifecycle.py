@@ -10,8 +10,8 @@ import asyncio
 import signal
 
 from .app import Fender
-from .config import Config
-from .logs import JsonLog
+from .config.model import Config
+from .observe.logs import JsonLog
 from .reload import describe
 
 

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .config import Config, ConfigError
-from .logs import JsonLog
-from .metrics import Metrics
+from .config.model import Config, ConfigError
+from .observe.logs import JsonLog
+from .observe.metrics import Metrics
 
 MAX_ERROR = 300  # characters of an error's first line
 

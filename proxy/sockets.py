@@ -13,13 +13,13 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .clock import Clock
-from .config import Config, Listener, split_address
+from .config.model import Config, Listener, split_address
 from .generation import Generation
 from .http.listener import Served, listen
 from .http.server import Listener as ListenerState
-from .logs import JsonLog
-from .metrics import Metrics
+from .observe.logs import JsonLog
+from .observe.metrics import Metrics
+from .state.clock import Clock
 
 Retire = Callable[[Coroutine[Any, Any, None]], None]  # run this in the background
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 
-from .clock import Clock
+from .state.clock import Clock
 
 Stamp = tuple[int, int, int, int] | None
 

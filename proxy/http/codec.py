@@ -12,8 +12,8 @@ from http import HTTPStatus
 
 import orjson
 
-from ..pipeline import Call, FenderError, Rejected, Reply
 from .headers import Headers, line
+from .message import Call, FenderError, Rejected, Reply
 
 _REASONS = {s.value: s.phrase.encode("latin-1") for s in HTTPStatus}
 _STATUS_LINES: dict[tuple[int, bytes], bytes] = {}

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
-from ..pipeline import INF, Call, Rejected, Reply, UpstreamFailed
 from .alarm import Alarm
 from .codec import LAST_CHUNK
 from .codec import chunk as encode_chunk
 from .headers import Headers
 from .hygiene import HOP_BY_HOP
+from .message import INF, Call, Rejected, Reply, UpstreamFailed
 from .pending import Pending
 from .stream import BodyStream
 

@@ -13,14 +13,14 @@ import asyncio
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
-from ..metrics import NO_ROUTE
-from ..pipeline import Call, FenderError, Rejected, Reply
-from ..routing import normalize_path, split_target
+from ..observe.metrics import NO_ROUTE
 from .codec import CLOSE, LAST_CHUNK, chunk, error_reply, response_head
 from .headers import Headers
 from .hygiene import request_id
+from .message import Call, FenderError, Rejected, Reply
 from .pending import Driver, run
 from .request import check_framing, check_host, check_version
+from .routing import normalize_path, split_target
 from .stream import BodyStream
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 
-from ..config import HeaderRules
+from ..config.model import HeaderRules
 from .headers import Headers, line
 
 HOP_BY_HOP = frozenset(

@@ -14,8 +14,8 @@ import ssl
 from collections import deque
 from dataclasses import dataclass
 
-from ..pipeline import UpstreamFailed
 from .connection import CLOSED, IDLE, UpstreamConnection
+from .message import UpstreamFailed
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,8 @@ import ssl
 import aiohttp
 from yarl import URL
 
-from ..config import Upstream as UpstreamConfig
-from ..health import Health
+from ..config.model import Upstream as UpstreamConfig
+from ..state.health import Health
 from .headers import Headers
 from .hygiene import RequestHeaders
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Protocol
 
-from ..pipeline import Rejected
+from .message import Rejected
 
 # A Host is an authority without userinfo: reg-name or IP literal, optional port. No `@`
 # (userinfo), `/` (a path), `,` (a list of hosts) and no whitespace.

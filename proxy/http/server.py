@@ -17,20 +17,20 @@ from typing import TYPE_CHECKING, Any, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
-from ..config import Limits
-from ..metrics import NO_ROUTE, Metrics
-from ..pipeline import FenderError, Rejected
+from ..config.model import Limits
+from ..observe.metrics import NO_ROUTE, Metrics
 from .alarm import Alarm
 from .codec import error_reply, response_head
 from .exchange import Exchange
 from .hygiene import IdSource
+from .message import FenderError, Rejected
 from .request import WATCHED, read_watched
 from .stream import BodyStream
 
 if TYPE_CHECKING:
-    from ..clock import Clock
-    from ..logs import JsonLog
-    from ..routing import Routing
+    from ..observe.logs import JsonLog
+    from ..state.clock import Clock
+    from .routing import Routing
     from .tunnel import Tunnel
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..pipeline import INF
 from .alarm import Alarm
+from .message import INF
 
 if TYPE_CHECKING:
     from .connection import UpstreamConnection

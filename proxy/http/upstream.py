@@ -15,17 +15,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ..classify import IDEMPOTENT_METHODS, is_failure
-from ..clock import Clock
-from ..config import Upstream as UpstreamConfig
-from ..faults import Faults, FaultSpec
-from ..health import Health
-from ..logs import JsonLog
-from ..pipeline import INF, Call, Rejected, Reply, UpstreamFailed
+from ..config.faults import FaultSpec
+from ..config.model import Upstream as UpstreamConfig
+from ..observe.logs import JsonLog
+from ..state.classify import IDEMPOTENT_METHODS, is_failure
+from ..state.clock import Clock
+from ..state.faults import Faults
+from ..state.health import Health
 from .codec import request_head
 from .connection import StaleConnection, UpstreamConnection
 from .headers import Headers
 from .hygiene import RequestHeaders
+from .message import INF, Call, Rejected, Reply, UpstreamFailed
 from .pool import Pool, Target
 from .probe import Prober
 

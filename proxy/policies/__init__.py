@@ -30,21 +30,21 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ..breaker import CircuitBreaker
-from ..clock import Clock
-from ..config_policy import Policy as PolicyConfig
-from ..degradation import Shed
+from ..config.policy import Policy as PolicyConfig
 from ..http.hygiene import RequestHeaders
+from ..http.message import Handler, Policy, compose
 from ..http.upstream import Upstream
-from ..logs import JsonLog
-from ..metrics import Metrics
-from ..pipeline import Handler, Policy, compose
+from ..observe.logs import JsonLog
+from ..observe.metrics import Metrics
+from ..state.breaker import CircuitBreaker
+from ..state.clock import Clock
 from .bulkhead import Bulkhead
 from .circuit import BreakerPolicy
 from .deadline import Deadline
 from .fallback import Fallback
 from .rate_limit import Quota, RateLimit
 from .retry import Retry
+from .shed import Shed
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from ..config_policy import Backoff as BackoffConfig
+from ..config.policy import Backoff as BackoffConfig
 
 Growth = Callable[[int], float]  # failures so far (1, 2, ...) -> multiple of base
 

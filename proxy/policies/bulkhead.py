@@ -14,10 +14,10 @@ import contextlib
 from collections import deque
 from collections.abc import Callable
 
-from ..clock import Clock
-from ..config_upstream import Bulkhead as BulkheadConfig
-from ..metrics import Metrics
-from ..pipeline import Call, Handler, Rejected, Reply
+from ..config.upstream import Bulkhead as BulkheadConfig
+from ..http.message import Call, Handler, Rejected, Reply
+from ..observe.metrics import Metrics
+from ..state.clock import Clock
 
 
 class Bulkhead:

@@ -9,11 +9,11 @@ rather than let it wait while it holds the circuit's permit.
 
 from __future__ import annotations
 
-from ..breaker import PROBE, REJECT, CircuitBreaker
-from ..classify import Conditions
-from ..clock import Clock
-from ..metrics import Metrics
-from ..pipeline import Call, Handler, Rejected, Reply, UpstreamFailed
+from ..http.message import Call, Handler, Rejected, Reply, UpstreamFailed
+from ..observe.metrics import Metrics
+from ..state.breaker import PROBE, REJECT, CircuitBreaker
+from ..state.classify import Conditions
+from ..state.clock import Clock
 
 
 class BreakerPolicy:

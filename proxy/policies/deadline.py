@@ -8,8 +8,8 @@ that does not fit the deadline is not started, and the server cuts a body stream
 
 from __future__ import annotations
 
-from ..config_policy import Timeouts
-from ..pipeline import INF, Call, Handler, Reply
+from ..config.policy import Timeouts
+from ..http.message import INF, Call, Handler, Reply
 
 
 class Deadline:

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..body import make_replayable
-from ..classify import may_repeat
-from ..clock import Clock
-from ..config_policy import Fallback as FallbackConfig
-from ..config_policy import FallbackStep
+from ..config.policy import Fallback as FallbackConfig
+from ..config.policy import FallbackStep
 from ..http.headers import Headers
 from ..http.hygiene import RequestHeaders
-from ..metrics import Metrics
-from ..pipeline import Call, FenderError, Handler, Reply, UpstreamFailed
-from ..stale_cache import StaleCache
+from ..http.message import Call, FenderError, Handler, Reply, UpstreamFailed
+from ..observe.metrics import Metrics
+from ..state.classify import may_repeat
+from ..state.clock import Clock
+from ..state.stale_cache import StaleCache
+from .body import make_replayable
 
 DEFAULT_BUFFER_LIMIT = 1 << 20
 

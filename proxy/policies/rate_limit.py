@@ -15,13 +15,13 @@ circuit's only permit, so it is answered at once instead.
 
 from __future__ import annotations
 
-from ..clock import Clock
-from ..config_policy import RouteRateLimit
-from ..config_upstream import UpstreamRateLimit
-from ..metrics import Metrics
-from ..pipeline import Call, Handler, Rejected, Reply
-from ..retry_after import asked_wait
-from ..token_bucket import KeyedBuckets, TokenBucket, default_burst
+from ..config.policy import RouteRateLimit
+from ..config.upstream import UpstreamRateLimit
+from ..http.message import Call, Handler, Rejected, Reply
+from ..observe.metrics import Metrics
+from ..state.clock import Clock
+from ..state.retry_after import asked_wait
+from ..state.token_bucket import KeyedBuckets, TokenBucket, default_burst
 
 ASKS_TO_WAIT = frozenset({429, 503})
 

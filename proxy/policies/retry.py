@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import random
 
-from ..body import make_replayable
-from ..classify import Conditions, may_repeat
-from ..clock import Clock
-from ..config_policy import Retry as RetryConfig
-from ..metrics import Metrics
-from ..pipeline import Call, Handler, Reply, UpstreamFailed
-from ..retry_after import asked_wait
+from ..config.policy import Retry as RetryConfig
+from ..http.message import Call, Handler, Reply, UpstreamFailed
+from ..observe.metrics import Metrics
+from ..state.budget import RetryBudget
+from ..state.classify import Conditions, may_repeat
+from ..state.clock import Clock
+from ..state.retry_after import asked_wait
 from .backoff import Backoff
-from .budget import RetryBudget
+from .body import make_replayable
 
 ASKS_TO_WAIT = frozenset({429, 503})
 

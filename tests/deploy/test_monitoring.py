@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from proxy.metrics import Metrics
+from proxy.observe.metrics import Metrics
 from tests.support.proxy import RunningProxy, config
 from tests.support.tools import CHART, find, promtool, render, run
 

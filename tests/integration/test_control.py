@@ -195,7 +195,7 @@ async def test_the_control_port_refuses_requests_over_its_limits(
 
 
 def test_the_control_port_has_the_listeners_limits_by_default():
-    from proxy.config import Control, Limits
+    from proxy.config.model import Control, Limits
 
     assert Control().limits == Limits()
     assert (Limits().header_timeout, Limits().idle_timeout) == (10.0, 75.0)

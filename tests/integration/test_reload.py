@@ -13,8 +13,8 @@ import orjson
 import yaml
 
 from proxy.app import Fender
-from proxy.config import load_config
-from proxy.logs import JsonLog
+from proxy.config.model import load_config
+from proxy.observe.logs import JsonLog
 from tests.support.proxy import spawn_fender, wait_for
 from tests.support.upstream import ScriptedUpstream, Step
 

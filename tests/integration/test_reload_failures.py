@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 import proxy.app
-from proxy.config import load_config
+from proxy.config.model import load_config
 from proxy.http.upstream import Upstream
 from proxy.lifecycle import serve
-from proxy.logs import JsonLog
+from proxy.observe.logs import JsonLog
 from tests.integration.test_reload import policy, start
 from tests.support.proxy import wait_for
 

@@ -12,8 +12,8 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.app import Fender
-from proxy.config import Config
-from proxy.logs import JsonLog
+from proxy.config.model import Config
+from proxy.observe.logs import JsonLog
 
 
 def config(

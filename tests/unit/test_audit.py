@@ -7,7 +7,7 @@ import threading
 
 import orjson
 
-from proxy.audit import AuditLog, verify
+from proxy.control.audit import AuditLog, verify
 
 
 def test_audit_file_continues_the_chain_it_holds(tmp_path):

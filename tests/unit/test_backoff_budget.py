@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from proxy.config_policy import Backoff as BackoffConfig
-from proxy.config_policy import Budget
+from proxy.config.policy import Backoff as BackoffConfig
+from proxy.config.policy import Budget
 from proxy.policies.backoff import Backoff
-from proxy.policies.budget import RetryBudget
+from proxy.state.budget import RetryBudget
 from tests.support.clock import FakeClock
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.breaker import CALL, CLOSED, HALF_OPEN, OPEN, PROBE, REJECT, CircuitBreaker
-from proxy.config_upstream import CircuitBreaker as BreakerConfig
+from proxy.config.upstream import CircuitBreaker as BreakerConfig
+from proxy.state.breaker import CALL, CLOSED, HALF_OPEN, OPEN, PROBE, REJECT, CircuitBreaker
 from tests.support.clock import FakeClock
 
 

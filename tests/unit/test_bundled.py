@@ -9,8 +9,8 @@ import jsonschema
 import pytest
 
 from proxy.__main__ import main, schema
-from proxy.config import load_config
-from proxy.loader import parse_document
+from proxy.config.loader import parse_document
+from proxy.config.model import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_FILES = sorted((ROOT / "config").glob("*.yaml"))

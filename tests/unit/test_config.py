@@ -6,9 +6,9 @@ import textwrap
 
 import pytest
 
-from proxy.config import Config, load_config
-from proxy.config_upstream import CircuitBreaker
-from proxy.loader import ConfigError
+from proxy.config.loader import ConfigError
+from proxy.config.model import Config, load_config
+from proxy.config.upstream import CircuitBreaker
 
 GOOD = """\
 version: 1

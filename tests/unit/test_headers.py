@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.config import HeaderRules
+from proxy.config.model import HeaderRules
 from proxy.http.headers import Headers
 from proxy.http.hygiene import IdSource, RequestHeaders, request_id
 

@@ -6,9 +6,9 @@ import io
 
 import pytest
 
-from proxy.config_upstream import HealthCheck, Outlier
-from proxy.health import Health
-from proxy.logs import JsonLog
+from proxy.config.upstream import HealthCheck, Outlier
+from proxy.observe.logs import JsonLog
+from proxy.state.health import Health
 from tests.support.clock import FakeClock
 
 

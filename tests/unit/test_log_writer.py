@@ -9,8 +9,8 @@ import threading
 
 import orjson
 
-from proxy.log_writer import LineWriter
-from proxy.logs import JsonLog
+from proxy.observe.log_writer import LineWriter
+from proxy.observe.logs import JsonLog
 
 
 def test_events_access_and_audit_lines_keep_their_order():

@@ -7,16 +7,16 @@ import asyncio
 
 import pytest
 
-from proxy.breaker import HALF_OPEN, CircuitBreaker
-from proxy.config_upstream import Bulkhead as BulkheadConfig
-from proxy.config_upstream import CircuitBreaker as BreakerConfig
-from proxy.config_upstream import UpstreamRateLimit
+from proxy.config.upstream import Bulkhead as BulkheadConfig
+from proxy.config.upstream import CircuitBreaker as BreakerConfig
+from proxy.config.upstream import UpstreamRateLimit
 from proxy.http.headers import Headers
-from proxy.metrics import Metrics
-from proxy.pipeline import Call, Rejected, Reply, compose
+from proxy.http.message import Call, Rejected, Reply, compose
+from proxy.observe.metrics import Metrics
 from proxy.policies.bulkhead import Bulkhead
 from proxy.policies.circuit import BreakerPolicy
 from proxy.policies.rate_limit import Quota
+from proxy.state.breaker import HALF_OPEN, CircuitBreaker
 from tests.support.clock import FakeClock
 
 

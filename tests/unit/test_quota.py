@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.config_upstream import UpstreamRateLimit
+from proxy.config.upstream import UpstreamRateLimit
 from proxy.http.headers import Headers
-from proxy.metrics import Metrics
-from proxy.pipeline import Call, Rejected, Reply
+from proxy.http.message import Call, Rejected, Reply
+from proxy.observe.metrics import Metrics
 from proxy.policies.rate_limit import Quota
 from tests.support.clock import FakeClock
 

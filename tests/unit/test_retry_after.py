@@ -7,7 +7,7 @@ import email.utils
 import pytest
 
 from proxy.http.headers import Headers
-from proxy.retry_after import asked_wait
+from proxy.state.retry_after import asked_wait
 
 NOW = 1_800_000_000.0
 

@@ -7,10 +7,10 @@ from collections import deque
 
 import pytest
 
-from proxy.config_policy import Retry as RetryConfig
+from proxy.config.policy import Retry as RetryConfig
 from proxy.http.headers import Headers
-from proxy.metrics import Metrics
-from proxy.pipeline import Call, Rejected, Reply, UpstreamFailed
+from proxy.http.message import Call, Rejected, Reply, UpstreamFailed
+from proxy.observe.metrics import Metrics
 from proxy.policies.retry import Retry
 from tests.support.clock import FakeClock
 from tests.support.streams import Collect, stream_of

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.config import Route
+from proxy.config.model import Route
 from proxy.http.headers import Headers
-from proxy.routing import CompiledRoute, Router, normalize_path
+from proxy.http.routing import CompiledRoute, Router, normalize_path
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.metrics import Metrics
-from proxy.series import Kept
+from proxy.observe.metrics import Metrics
+from proxy.observe.series import Kept
 
 KEPT = Kept(
     routes=frozenset({"r", "_unmatched"}),

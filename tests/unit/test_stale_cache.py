@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.config_policy import Stale
+from proxy.config.policy import Stale
 from proxy.http.headers import Headers
-from proxy.stale_cache import StaleCache
+from proxy.state.stale_cache import StaleCache
 from tests.support.clock import FakeClock
 from tests.support.streams import Collect, stream_of
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 
 from proxy.app import Fender
-from proxy.config import Config
-from proxy.logs import JsonLog
+from proxy.config.model import Config
+from proxy.observe.logs import JsonLog
 from tests.support.clock import FakeClock
 from tests.support.proxy import config
 

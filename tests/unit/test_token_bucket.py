@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.token_bucket import KeyedBuckets, TokenBucket, default_burst
+from proxy.state.token_bucket import KeyedBuckets, TokenBucket, default_burst
 from tests.support.clock import FakeClock
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.units import (
+from proxy.config.units import (
     format_duration,
     format_rate,
     format_ratio,

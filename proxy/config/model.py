@@ -15,10 +15,12 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
-from .config_check import reference_problems, warnings
-from .config_listener import Limits, Listener, Match, Route
-from .config_policy import Policy
-from .config_types import (
+from .check import reference_problems, warnings
+from .faults import FaultSpec
+from .listener import Limits, Listener, Match, Route
+from .loader import ConfigError, Document, KeyPath, Problem, read_document
+from .policy import Policy
+from .types import (
     Address,
     Name,
     Section,
@@ -26,10 +28,8 @@ from .config_types import (
     split_address,
     unit,
 )
-from .config_upstream import HeaderRules, Upstream
-from .faults import FaultSpec
-from .loader import ConfigError, Document, KeyPath, Problem, read_document
 from .units import Duration, Size
+from .upstream import HeaderRules, Upstream
 
 __all__ = [
     "Config",

@@ -11,12 +11,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .breaker import OPEN
-from .clock import Clock
-from .degradation import Degradation
-from .faults import Faults
-from .generation import Generation
-from .metrics import Metrics
+from ..generation import Generation
+from ..observe.metrics import Metrics
+from ..state.breaker import OPEN
+from ..state.clock import Clock
+from ..state.degradation import Degradation
+from ..state.faults import Faults
 
 DEGRADATION_EVERY = 1.0  # seconds between looks at the degradation level
 SNAPSHOT_EVERY = 10.0  # seconds between snapshots of route outcomes

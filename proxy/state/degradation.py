@@ -14,11 +14,10 @@ The level is looked at every second and logged when it changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
+from ..observe.logs import JsonLog
 from .clock import Clock
-from .logs import JsonLog
-from .pipeline import Call, Handler, Rejected, Reply
 
 LEVELS = ("full", "degraded", "limited", "emergency")
 BY_PRIORITY = {"critical": 3, "high": 2, "normal": 1, "low": 1}
@@ -72,26 +71,3 @@ class Degradation:
             left = round(until - self.clock.monotonic(), 3)
             override = {"level": LEVELS[level], "expires_in_s": left}
         return {"level": LEVELS[self.level], "derived": LEVELS[self.derived], "override": override}
-
-
-class Shed:
-    """A route's `shed_at`: at that level or worse, straight to the fallback.
-
-    Except a call that its own upstream's breaker would take as a probe (`probe_wanted`):
-    when the route's own upstream is what brought the level down, shedding every call
-    would keep its circuit from ever being probed, and the level from ever falling.
-    """
-
-    def __init__(
-        self, at: str, level: Callable[[], int], probe_wanted: Callable[[], bool] | None = None
-    ) -> None:
-        self.at = LEVELS.index(at)
-        self.level = level
-        self.probe_wanted = probe_wanted
-
-    async def __call__(self, call: Call, call_next: Handler) -> Reply:
-        level = self.level()
-        if level >= self.at and not (self.probe_wanted is not None and self.probe_wanted()):
-            detail = f"shed at degradation level {LEVELS[level]}"
-            raise Rejected("shed", detail, retry_after=10)
-        return await call_next(call)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationInfo, model_validator
 
-from .config_types import Condition, HeaderName, Method, Name, Section, unit
+from .types import Condition, HeaderName, Method, Name, Section, unit
 from .units import Duration, Rate, Ratio, Size
 
 

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 
 from yarl import URL
 
-from .config import Route
+from ..config.model import Route
 
 if TYPE_CHECKING:
-    from .http.headers import Headers
-    from .http.hygiene import RequestHeaders
-    from .pipeline import Handler
+    from .headers import Headers
+    from .hygiene import RequestHeaders
+    from .message import Handler
 
 _DOT = frozenset({".", "%2e", "%2E"})
 _DOTDOT = frozenset({"..", ".%2e", ".%2E", "%2e.", "%2E.", "%2e%2e", "%2E%2E", "%2e%2E", "%2E%2e"})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .watch import Stamp, stamp
+from ..watch import Stamp, stamp
 
 
 class TokenFile:

@@ -14,13 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .config_types import is_loopback, split_address
 from .loader import KeyPath
+from .types import is_loopback, split_address
 from .units import format_duration
 
 if TYPE_CHECKING:
-    from .config import Config
-    from .config_listener import Match
+    from .listener import Match
+    from .model import Config
 
 Found = list[tuple[KeyPath, str]]
 _ANY = frozenset({"0.0.0.0", "::", ""})  # a socket bound to every address

@@ -15,10 +15,10 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from ..config.upstream import HealthCheck, Outlier
+from ..observe.logs import JsonLog
 from .classify import Conditions
 from .clock import Clock
-from .config_upstream import HealthCheck, Outlier
-from .logs import JsonLog
 
 Probe = Callable[[str], Awaitable[int | None]]  # endpoint base -> status, None: no answer
 

@@ -7,9 +7,9 @@ against the budget too.
 
 from __future__ import annotations
 
-from ..clock import Clock
-from ..config_policy import Budget
-from ..window import SlidingCounts
+from ..config.policy import Budget
+from .clock import Clock
+from .window import SlidingCounts
 
 
 class RetryBudget:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .config import Config
+    from ..config.model import Config
 
 SCOPED = frozenset({"route", "upstream", "endpoint", "scope"})  # labels that name config
 NO_ROUTE = "_unmatched"  # route and upstream label of requests no route took

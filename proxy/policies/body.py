@@ -7,7 +7,7 @@ body that had arrived whole with its head is bytes already: nothing to wait for.
 
 from __future__ import annotations
 
-from .pipeline import Call, Rejected
+from ..http.message import Call, Rejected
 
 
 async def make_replayable(call: Call, limit: int) -> bool:

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from .config_types import Condition, Endpoint, HeaderName, PathText, Section, unit
+from .types import Condition, Endpoint, HeaderName, PathText, Section, unit
 from .units import Duration, Rate, Ratio, Size
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from .config import Limits
+from ..config.model import Limits
 
 
 class _Protocol(RequestHandler):

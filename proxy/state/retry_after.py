@@ -19,7 +19,7 @@ import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .http.headers import Headers
+    from ..http.headers import Headers
 
 _UNIX_TIME_FLOOR = 1e9  # 2001-09-09; no API asks for a 31-year wait
 _DIGITS = re.compile(r"^[0-9]{1,12}$")  # ASCII only: "²".isdigit() is True

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
-from .config_types import Address, HeaderName, Method, Name, PathText, Section, unit
+from .types import Address, HeaderName, Method, Name, PathText, Section, unit
 from .units import Duration, Size
 
 

@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, Protocol
 
-from .http.headers import Headers
-from .http.stream import BodyStream
+from .headers import Headers
+from .stream import BodyStream
 
 # A body: whole (bytes), or streaming through (read by one connection, written by another).
 Body = bytes | BodyStream

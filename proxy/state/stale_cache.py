@@ -22,10 +22,10 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ..config.policy import Stale
+from ..http.headers import Headers
+from ..http.stream import BodyStream
 from .clock import Clock
-from .config_policy import Stale
-from .http.headers import Headers
-from .http.stream import BodyStream
 
 REFRESH = 1.0  # seconds: an entry younger than this is not replaced
 # Request headers that say who is asking (headers.SENSITIVE, less the response's own).

@@ -16,16 +16,17 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
+from ..config.faults import FaultSpec
+from ..config.units import parse_duration
+from ..observe.logs import LEVELS as LOG_LEVELS
+from ..observe.logs import JsonLog
+from ..observe.metrics import Metrics
+from ..reload import ReloadResult
+from ..state.breaker import CircuitBreaker
+from ..state.degradation import LEVELS
+from ..state.faults import Faults
 from .audit import AuditLog
-from .breaker import CircuitBreaker
-from .degradation import LEVELS
-from .faults import Faults, FaultSpec
-from .logs import LEVELS as LOG_LEVELS
-from .logs import JsonLog
-from .metrics import Metrics
-from .reload import ReloadResult
 from .token import TokenFile
-from .units import parse_duration
 
 MAX_TTL = 24 * 3600.0
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 
+from ..config.upstream import CircuitBreaker as BreakerConfig
 from .clock import Clock
-from .config_upstream import CircuitBreaker as BreakerConfig
 from .window import SlidingCounts
 
 CLOSED, HALF_OPEN, OPEN = "closed", "half_open", "open"
