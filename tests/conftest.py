@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -8,6 +9,7 @@ import pytest
 import uvloop
 
 from tests.support.proxy import RunningProxy, start_proxy
+from tests.support.redis_server import RedisServer
 from tests.support.upstream import ScriptedUpstream
 
 
@@ -45,3 +47,23 @@ async def client() -> AsyncIterator[aiohttp.ClientSession]:
         auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
     ) as session:
         yield session
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real redis-server for the session (installed from Debian's packages if missing)."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, running and emptied for this test."""
+    if redis_server.proc is None or redis_server.proc.poll() is not None:
+        redis_server.start()  # a test before this one stopped it
+    with socket.create_connection(("127.0.0.1", redis_server.port), timeout=2) as s:
+        s.sendall(b"FLUSHALL\r\n")
+        assert s.recv(16).startswith(b"+OK")
+    return redis_server.url
