@@ -15,6 +15,7 @@ then they stop accepting, idle connections close, and in-flight requests get exa
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import Coroutine
 from typing import Any
@@ -84,8 +85,7 @@ class Fender:
         self._control: ControlServer | None = None
 
     def _attempt_recorder(self, upstream: str) -> AttemptRecorder:
-        count = self.metrics.count_attempt
-        return lambda endpoint, result: count(upstream, endpoint, result)
+        return functools.partial(self.metrics.count_attempt, upstream)
 
     def _build(
         self, config: Config, previous: Generation | None

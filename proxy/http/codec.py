@@ -73,28 +73,29 @@ def fender_lines(reply: Reply, attempts: int, retry_owned: bool) -> bytes:
     Retry-After: there, trying again later is the right thing.
     """
     outcome = reply.outcome
-    out = b"x-fender-outcome: %s\r\nx-fender-attempts: %d\r\n" % (outcome.encode(), attempts)
-    if reply.fender_reason:
-        out += b"x-fender-reason: " + reply.fender_reason.encode() + b"\r\n"
     settled = outcome == "fallback" or outcome == "rejected" or (retry_owned and outcome != "ok")
-    if settled and not (reply.status == 429 and b"retry-after" in reply.headers.keys):
-        out += b"x-should-retry: false\r\n"
-    return out
+    if settled and reply.status == 429 and b"retry-after" in reply.headers.keys:
+        settled = False
+    key = (outcome, attempts, reply.fender_reason, settled)
+    lines = _FENDER_LINES.get(key)
+    if lines is None:
+        lines = b"x-fender-outcome: %s\r\nx-fender-attempts: %d\r\n" % (outcome.encode(), attempts)
+        if reply.fender_reason:
+            lines += b"x-fender-reason: " + reply.fender_reason.encode() + b"\r\n"
+        if settled:
+            lines += b"x-should-retry: false\r\n"
+        if len(_FENDER_LINES) < 1024:  # a few words times a few attempt counts
+            _FENDER_LINES[key] = lines
+    return lines
+
+
+_FENDER_LINES: dict[tuple[str, int, str, bool], bytes] = {}
 
 
 def response_head(reply: Reply, framing: bytes, attempts: int, retry_owned: bool) -> bytes:
-    headers = reply.headers
-    if reply.outcome != "fallback" and b"x-fender-fallback" in headers.keys:
-        headers.remove(b"x-fender-fallback")
-    return b"".join(
-        (
-            status_line(reply.status, reply.reason),
-            headers.encoded(),
-            fender_lines(reply, attempts, retry_owned),
-            framing,
-            b"\r\n",
-        )
-    )
+    status = status_line(reply.status, reply.reason)
+    fender = fender_lines(reply, attempts, retry_owned)
+    return b"%s%s%s%s\r\n" % (status, reply.headers.encoded(), fender, framing)
 
 
 def error_reply(err: FenderError, rid: str) -> Reply:

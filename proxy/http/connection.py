@@ -13,7 +13,6 @@ body as bytes when it had already arrived whole, or as a stream relayed chunk by
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import TYPE_CHECKING, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
@@ -21,7 +20,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 from .alarm import Alarm
 from .codec import LAST_CHUNK
 from .codec import chunk as encode_chunk
-from .headers import Headers
+from .headers import Headers, WireHeaders
 from .hygiene import HOP_BY_HOP
 from .message import INF, Call, Rejected, Reply, UpstreamFailed
 from .pending import Pending
@@ -34,7 +33,9 @@ if TYPE_CHECKING:
 CONNECTING, IDLE, BUSY, TUNNEL, CLOSED = "connecting", "idle", "busy", "tunnel", "closed"
 NO_BODY_STATUS = frozenset({204, 304})
 _DROP = HOP_BY_HOP | {b"content-length"}
-_NAMES = re.compile(rb"\r\n([^:]*):")  # the field names of a head, lower-cased first
+_DROP_MARKS = tuple(
+    (name, b"\r\n" + name + b":") for name in sorted(_DROP - {b"content-length", b"connection"})
+)
 _CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade", b""})
 _NOTHING: frozenset[bytes] = frozenset()
 
@@ -57,11 +58,10 @@ class UpstreamConnection(asyncio.Protocol):
         "_got_bytes",
         "_head",
         "_head_only",
+        "_headers",
         "_idle",
-        "_keys",
         "_last",
         "_length",
-        "_lines",
         "_listed",
         "_message_done",
         "_pending",
@@ -111,8 +111,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._upload: BodyStream | None = None
         self._upload_chunked = False
         self._upload_done = True
-        self._keys: list[bytes] = []
-        self._lines: list[bytes] = []
+        self._headers: Headers | None = None
         self._reason = b""
         self._last = 0.0  # loop time a body chunk last came
         self._reset()
@@ -202,7 +201,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self._last = self.loop.time()  # a chunk came: the idle timeout restarts
 
     # llhttp's callbacks. No on_header: the head is taken whole, once llhttp has
-    # validated it, from the bytes it was parsed from (one split, no call per field).
+    # validated it, from the bytes it was parsed from (no Python call per field).
     def on_headers_complete(self) -> None:
         parser = self.parser
         status = parser.get_status_code()
@@ -214,23 +213,34 @@ class UpstreamConnection(asyncio.Protocol):
         if status < 200 and status != 101:  # 100 Continue, 103 Early Hints: not the answer
             self._start = end + 4
             return
-        block = head[start:end]
         self._head = None
-        lines = block.split(b"\r\n")
-        self._reason = lines[0][13:]
-        del lines[0]
-        keys = _NAMES.findall(block.lower())  # one per line: llhttp checked the syntax
+        first = head.find(b"\r\n", start, end)
+        if first < 0:  # a status line and no header at all
+            self._reason, block = head[start + 13 : end], b""
+        else:
+            self._reason, block = head[start + 13 : first], head[first:end]  # "\r\nName: ..."
         max_size, max_headers = self.limits
-        if len(lines) > max_headers or (lines and max(map(len, lines)) > max_size):
+        if block.count(b"\r\n") > max_headers or (
+            len(block) > max_size and max(map(len, block.split(b"\r\n"))) > max_size
+        ):
             raise ValueError("answer headers over the limits")
-        dropped = _DROP.intersection(keys)
-        if dropped:
-            self._drop(keys, lines, dropped)
-        if b"x-fender-" in b" ".join(keys):  # Fender's words only
-            for i in reversed(range(len(keys))):
-                if keys[i].startswith(b"x-fender-"):
-                    del keys[i], lines[i]
-        self._keys, self._lines = keys, lines
+        lower = block.lower()
+        at = lower.find(b"\r\ncontent-length:")  # at most one: llhttp refuses two
+        if at >= 0:
+            stop = lower.find(b"\r\n", at + 2)
+            stop = len(lower) if stop < 0 else stop
+            self._length = int(lower[at + 17 : stop])
+            block, lower = block[:at] + block[stop:], lower[:at] + lower[stop:]
+        if b"\r\nconnection:" in lower:
+            block, lower = self._drop(b"connection", block, lower)
+        # The other hop-by-hop names begin with k, p, t or u: look closer only then.
+        if b"\r\nt" in lower or b"\r\nk" in lower or b"\r\np" in lower or b"\r\nu" in lower:
+            for name, mark in _DROP_MARKS:
+                if mark in lower:
+                    block, lower = self._drop(name, block, lower)
+        if b"\r\nx-fender-" in lower:  # Fender's words only
+            block, lower = self._drop(b"x-fender-", block, lower, prefix=True)
+        self._headers = WireHeaders(block[2:])
         if not parser.should_keep_alive():
             self._close = True
         self._ready = True
@@ -242,26 +252,34 @@ class UpstreamConnection(asyncio.Protocol):
             self._close = True  # framed by the connection's end
         self._body = []  # chunks kept here until it is clear whether the body streams
 
-    def _drop(self, keys: list[bytes], lines: list[bytes], dropped: frozenset[bytes]) -> None:
-        """Take out the hop-by-hop and framing fields, noting what they say."""
-        for key in dropped:
-            while key in keys:
-                i = keys.index(key)
-                if key == b"content-length":
-                    self._length = int(lines[i][15:])
-                elif key == b"transfer-encoding":
-                    self._chunked = True
-                elif key == b"connection":
-                    value = lines[i][11:].strip(b" \t").lower()
-                    if value != b"keep-alive":
-                        tokens = frozenset(t.strip(b" \t") for t in value.split(b","))
-                        self._close = self._close or b"close" in tokens
-                        self._listed |= tokens - _CONNECTION_OPTIONS
-                        if b"upgrade" in tokens and self._upgrade:
-                            break  # kept for the 101, as Upgrade is
-                elif key == b"upgrade" and self._upgrade:
-                    break
-                del keys[i], lines[i]
+    def _drop(
+        self, name: bytes, block: bytes, lower: bytes, *, prefix: bool = False
+    ) -> tuple[bytes, bytes]:
+        """Take the lines of one hop-by-hop or framing field out, noting what they say."""
+        mark = b"\r\n" + name if prefix else b"\r\n" + name + b":"
+        at = lower.find(mark)
+        while at >= 0:
+            stop = lower.find(b"\r\n", at + 2)
+            stop = len(lower) if stop < 0 else stop
+            value = lower[at + len(mark) : stop].strip(b" \t")
+            keep = False
+            if name == b"content-length":
+                self._length = int(value)
+            elif name == b"transfer-encoding":
+                self._chunked = True
+            elif name == b"connection" and value != b"keep-alive":
+                tokens = frozenset(t.strip(b" \t") for t in value.split(b","))
+                self._close = self._close or b"close" in tokens
+                self._listed |= tokens - _CONNECTION_OPTIONS
+                keep = b"upgrade" in tokens and self._upgrade  # kept for the 101
+            elif name == b"upgrade":
+                keep = self._upgrade
+            if keep:
+                at = lower.find(mark, stop)
+                continue
+            block, lower = block[:at] + block[stop:], lower[:at] + lower[stop:]
+            at = lower.find(mark, at)
+        return block, lower
 
     def on_body(self, body: bytes) -> None:
         stream = self._stream
@@ -312,7 +330,8 @@ class UpstreamConnection(asyncio.Protocol):
             for chunk in self._body:
                 stream.feed(chunk)
             self._body = None
-        headers = Headers.of(self._keys, self._lines)
+        headers = self._headers
+        assert headers is not None
         if self._listed:  # hop-by-hop by the upstream's own say (RFC 9110 section 7.6.1)
             headers = headers.without(self._listed)
         reply = Reply(self.parser.get_status_code(), headers)

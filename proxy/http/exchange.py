@@ -13,13 +13,13 @@ import asyncio
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
-from ..observe.metrics import NO_ROUTE
+from ..observe.series import NO_ROUTE
 from .codec import CLOSE, LAST_CHUNK, chunk, error_reply, response_head
 from .headers import Headers
 from .hygiene import request_id
 from .message import Call, FenderError, Rejected, Reply
-from .pending import Driver, run
-from .request import check_framing, check_host, check_version
+from .pending import Driven
+from .request import check_framing, check_host, check_version, sane_host
 from .routing import normalize_path, split_target
 from .stream import BodyStream
 
@@ -35,12 +35,12 @@ _OPTIONS_STAR = (
 )
 
 
-class Exchange:
+class Exchange(Driven):
     """A plain class: the fields most requests never change are class-level defaults."""
 
     # The head, as parsed (server.py) and read (request.read_watched).
     url = b""
-    hosts: list[bytes] = []
+    hosts: list[bytes] = []  # replaced, never changed in place
     lengths = 0
     length: int | None = None
     encodings: list[bytes] = []
@@ -53,11 +53,10 @@ class Exchange:
     complete = False  # the whole request (its body included) has arrived
     body: BodyStream | None = None
     leftover = b""  # bytes after an Upgrade request's head: the tunnel's first
-    # The answer.
+    # What is answered.
     close = False  # no next request on this connection
     chunked = False
     call: Call | None = None
-    driver: Driver | None = None
     reply: Reply | None = None
     rid = ""
     route = upstream = NO_ROUTE
@@ -67,6 +66,7 @@ class Exchange:
 
     def __init__(self, conn: ServerConnection) -> None:
         self.conn = conn
+        self.loop = conn.loop
         self.keys: list[bytes] = []
         self.lines: list[bytes] = []
 
@@ -75,8 +75,11 @@ class Exchange:
         conn = self.conn
         listener = conn.listener
         self.started = listener.clock.monotonic()
-        incoming = Headers.of(self.keys, self.lines)
-        self.rid = request_id(incoming, listener.ids)
+        keys = self.keys
+        incoming = Headers.of(keys, self.lines)
+        self.rid = (
+            request_id(incoming, listener.ids) if b"x-request-id" in keys else (listener.ids.new())
+        )
         try:
             call = self._route(incoming)
         except FenderError as err:
@@ -91,55 +94,69 @@ class Exchange:
         self.call = call
         if self.expect and self.body is not None and not self.complete:
             conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        target = conn.listener.routing.targets[call.route]
-        coro = cast("Coroutine[Any, Any, Reply]", target.handler(call))
-        self.driver = run(coro, self._answered, conn.loop)
+        handler = listener.routing.targets[call.route].handler
+        self.drive(cast("Coroutine[Any, Any, Reply]", handler(call)))
 
     def _route(self, incoming: Headers) -> Call | None:
-        check_version(self.version)
-        host = check_host(self.hosts, self.version)
-        check_framing(self.lengths, self.encodings)
-        if self.url == b"*":
+        """The Call for this request, or None for `OPTIONS *`; raises when it is refused
+        (request.py's rules) or no route takes it."""
+        hosts = self.hosts
+        if self.version != "1.1":
+            check_version(self.version)
+        host = hosts[0] if len(hosts) == 1 and sane_host(hosts[0]) else None
+        if host is None:
+            host = check_host(hosts, self.version)
+        if self.encodings:
+            check_framing(self.lengths, self.encodings)
+        url = self.url
+        if url[:1] == b"/":  # origin-form, the common case
+            raw, sep, query = url.decode("latin-1").partition("?")
+            path = normalize_path(raw)
+            query = sep + query
+        elif url == b"*":
             if self.method == "OPTIONS":
                 return None
             raise Rejected("bad_request", "only OPTIONS may ask about '*'", status=400)
-        target = split_target(self.url.decode("latin-1"))
-        path = normalize_path(target[0]) if target else None
-        if target is None or path is None:
+        else:
+            target = split_target(url.decode("latin-1"))
+            path, query = (normalize_path(target[0]), target[1]) if target else (None, "")
+        if path is None:
             raise Rejected("bad_request", "the request target is not a usable path", status=400)
-        routing = self.conn.listener.routing
+        conn = self.conn
+        routing = conn.listener.routing
         route = routing.router.match(self.method, host.decode("latin-1"), path, incoming)
         if route is None:
             raise Rejected("no_route", f"no route for {self.method} {path}", status=404)
-        self.route, dest = route.name, routing.targets[route.name]
+        name = self.route = route.name
+        dest = routing.targets[name]
         self.upstream = dest.upstream
         upgrade = self.upgrade
         if upgrade is not None and upgrade.lower() not in route.upgrade:
             raise Rejected(
                 "upgrade_unsupported",
-                f"route {route.name} does not allow Upgrade: {upgrade.decode('latin-1')[:40]}",
+                f"route {name} does not allow Upgrade: {upgrade.decode('latin-1')[:40]}",
                 status=501,
             )
-        client_ip = self.conn.client_ip
-        body: bytes | BodyStream | None = self.body
-        if self.body is not None and self.complete:
-            body = self.body.joined()  # it came whole with the head: replayable, one write
+        client_ip = conn.client_ip
+        stream = self.body
+        body: bytes | BodyStream | None = stream
+        if stream is not None and self.complete:
+            body = stream.joined()  # it came whole with the head: replayable, one write
         return Call(
-            method=self.method,
-            target=route.rewrite(path) + target[1],
-            headers=dest.headers.build(incoming, self.rid, client_ip),
-            body=body,
-            route=route.name,
-            request_id=self.rid,
-            started=self.started,
+            self.method,
+            route.rewrite(path) + query,
+            dest.headers.build(incoming, self.rid, client_ip),
+            body,
+            name,
+            self.rid,
+            self.started,
             incoming=incoming,
             client_ip=client_ip,
             upgrade=upgrade,
         )
 
-    def _answered(self, reply: Reply | None, error: BaseException | None) -> None:
+    def done(self, reply: Reply | None, error: BaseException | None) -> None:
         """The pipeline's end: its Reply, or what it raised."""
-        self.driver = None
         if error is not None:
             if isinstance(error, asyncio.CancelledError):
                 self._finish()  # the app left: counted as cancelled, client_closed
@@ -166,48 +183,48 @@ class Exchange:
 
     def _answer(self, reply: Reply) -> None:
         self.reply = reply
-        self.status, self.outcome, self.reason = reply.status, reply.outcome, reply.fender_reason
-        call = self.call
+        status = self.status = reply.status
+        self.outcome, self.reason = reply.outcome, reply.fender_reason
         if reply.close_connection or not self.complete:
             self.close = True  # a malformed request, or a body left unread: start afresh
         body = reply.body
         stream = None
-        status = reply.status
-        if self.method == "HEAD" or status in _NO_BODY or status < 200:
+        if type(body) is bytes and self.method != "HEAD" and status not in _NO_BODY:
+            framing = b"content-length: %d\r\n" % len(body)  # the common case
+        elif self.method == "HEAD" or status in _NO_BODY or status < 200:
             length = reply.content_length if self.method == "HEAD" else None
             framing = b"content-length: %d\r\n" % length if length is not None else b""
             if isinstance(body, BodyStream):
                 body.discard()
             body = b""
-        elif isinstance(body, bytes):
-            framing = b"content-length: %d\r\n" % len(body)
         elif reply.content_length is not None:
             framing, stream = b"content-length: %d\r\n" % reply.content_length, body
         elif self.version != "1.0":
             framing, stream, self.chunked = b"transfer-encoding: chunked\r\n", body, True
         else:
             framing, stream, self.close = b"", body, True  # framed by the connection's end
-        if self._closes():
+        if self.close or not self.keep_alive or self.conn.closing or self.conn.listener.draining:
             self.close = True
             framing += CLOSE
         elif self.version == "1.0":
             framing += _KEEP_ALIVE
-        attempts = call.attempts if call is not None else 0
-        owned = call.retry_owned if call is not None else False
-        head = response_head(reply, framing, attempts, owned)
+        call = self.call
+        if call is None:
+            head = response_head(reply, framing, 0, False)
+        else:
+            head = response_head(reply, framing, call.attempts, call.retry_owned)
         conn = self.conn
-        if reply.tunnel is not None:
-            conn.write(head)
-            conn.tunnel_to(reply.tunnel, self)
-            return
         if stream is None:
-            assert isinstance(body, bytes)
-            conn.write(head + body if body else head)
+            if reply.tunnel is not None:
+                conn.write(head)
+                conn.tunnel_to(reply.tunnel, self)
+                return
+            conn.write(head + body if body else head)  # type: ignore[operator]
             self._finish()
             return
         conn.write(head)
-        conn.streaming = stream
-        stream.pipe(self)
+        conn.streaming = stream  # type: ignore[assignment]
+        stream.pipe(self)  # type: ignore[union-attr]
 
     # The answer's body, as the Sink of the upstream's stream.
     def chunk(self, data: bytes) -> None:
@@ -233,9 +250,8 @@ class Exchange:
 
     def gone(self) -> None:
         """The app closed its connection."""
-        driver = self.driver
-        if driver is not None:
-            driver.cancel()  # the pipeline stops, and so does its upstream attempt
+        if self.running:
+            self.cancel()  # the pipeline stops, and so does its upstream attempt
         body = self.body
         if body is not None and not body.finished:
             body.abort("client_closed")
@@ -251,7 +267,8 @@ class Exchange:
 
     def _finish(self) -> None:
         """Counted and logged once; the connection moves on."""
-        listener = self.conn.listener
+        conn = self.conn
+        listener = conn.listener
         seconds = listener.clock.monotonic() - self.started if self.started else 0.0
         listener.metrics.count_request(
             self.route, self.upstream, self.outcome, self.status, seconds
@@ -274,4 +291,4 @@ class Exchange:
         if reply is not None:
             self.reply = None
             reply.release()
-        self.conn.finished(self)
+        conn.finished(self)

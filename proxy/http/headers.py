@@ -9,6 +9,7 @@ The API is the small part of a multidict that the policies use.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import overload
 
@@ -143,3 +144,32 @@ class Headers:
 
     def __repr__(self) -> str:  # names only: values may be credentials
         return f"Headers({[k.decode('latin-1') for k in self.keys]})"
+
+
+_NAMES = re.compile(rb"\r\n([^:]*):")  # the field names of lines that follow a CRLF
+
+
+class WireHeaders(Headers):
+    """An upstream's header lines as they came (hop-by-hop ones taken out), parsed into
+    names and lines only when something looks at them. Most answers are relayed without
+    anyone asking: their lines then go out as the one string they arrived in."""
+
+    __slots__ = ("_block",)
+
+    def __init__(self, block: bytes) -> None:  # the lines, CRLF between them, none after
+        self._block: bytes | None = block
+
+    def __getattr__(self, name: str) -> list[bytes]:
+        if name not in ("keys", "lines") or self._block is None:
+            raise AttributeError(name)
+        block, self._block = self._block, None
+        # llhttp validated every line: each has exactly one name before its first colon.
+        self.lines = block.split(b"\r\n") if block else []
+        self.keys = _NAMES.findall(b"\r\n" + block.lower()) if block else []
+        return self.lines if name == "lines" else self.keys
+
+    def encoded(self) -> bytes:
+        block = self._block
+        if block is None:
+            return super().encoded()
+        return block + b"\r\n" if block else b""

@@ -2,7 +2,7 @@
 
 A request's pipeline is a chain of coroutines (`async def __call__(call, call_next)`).
 Running it as an asyncio Task costs a Task, and every wait on the upstream a Future whose
-callbacks go through the loop: about a third of a proxied request's instructions. `run()`
+callbacks go through the loop: about a third of a proxied request's instructions. `Driven`
 drives the coroutine itself instead: it starts at once, and when it waits on a `Pending`
 the connection that resolves it resumes the coroutine directly, within the same callback.
 Anything else a policy awaits (a sleep, a queue's future, a Task) works as it would in a
@@ -20,24 +20,16 @@ from typing import Any
 
 
 class Pending:
-    __slots__ = (
-        "_asyncio_future_blocking",
-        "_callback",
-        "_driver",
-        "_error",
-        "_loop",
-        "_state",
-        "_value",
-    )
+    # Class-level defaults: one is made per attempt, and only its loop is set then.
+    _asyncio_future_blocking = False
+    _driver: Driven | None = None
+    _callback: Callable[[Any], object] | None = None
+    _state = 0  # 0 waiting, 1 resolved, 2 failed
+    _value: Any = None
+    _error: BaseException | None = None
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._asyncio_future_blocking = False
-        self._driver: Driver | None = None
-        self._callback: Callable[[Any], object] | None = None
-        self._state = 0  # 0 waiting, 1 resolved, 2 failed
-        self._value: Any = None
-        self._error: BaseException | None = None
 
     def __await__(self) -> Generator[Any, None, Any]:
         if self._driver is None and self._callback is None and self._done():
@@ -103,37 +95,43 @@ class Pending:
         return True
 
 
-Done = Callable[[Any, BaseException | None], None]
+class Driven:
+    """Runs one coroutine to its end without a Task; `done(result, error)` is called once.
 
+    A base class rather than an object of its own: the request it runs for drives it
+    (exchange.py), so that running a pipeline costs no allocation but the coroutine's.
+    """
 
-class Driver:
-    """Runs one coroutine to its end without a Task; `done(result, error)` is called once."""
+    _coro: Coroutine[Any, Any, Any] | None = None
+    _waiting: Pending | asyncio.Future[Any] | None = None
+    _cancel = 0  # 1: a cancellation is due at the coroutine's next wait; 2: delivered
+    loop: asyncio.AbstractEventLoop
 
-    __slots__ = ("_cancel", "_coro", "_done", "_loop", "_waiting")
-
-    def __init__(
-        self, coro: Coroutine[Any, Any, Any], done: Done, loop: asyncio.AbstractEventLoop
-    ) -> None:
+    def drive(self, coro: Coroutine[Any, Any, Any]) -> None:
         self._coro = coro
-        self._done = done
-        self._loop = loop
-        self._waiting: Pending | asyncio.Future[Any] | None = None
-        self._cancel = 0  # 1: a cancellation is due at the next step; 2: it was delivered
+        self.step()
+
+    def done(self, result: Any, error: BaseException | None) -> None:
+        raise NotImplementedError
 
     def step(self, error: BaseException | None = None) -> None:
         self._waiting = None
+        coro = self._coro
+        assert coro is not None
         try:
-            yielded = self._coro.send(None) if error is None else self._coro.throw(error)
+            yielded = coro.send(None) if error is None else coro.throw(error)
         except StopIteration as stop:
-            self._done(stop.value, None)
+            self._coro = None
+            self.done(stop.value, None)
             return
         except BaseException as exc:  # the pipeline's own failure, or a cancellation
-            self._done(None, exc)
+            self._coro = None
+            self.done(None, exc)
             return
         if type(yielded) is Pending:
             yielded._asyncio_future_blocking = False
             if yielded._done():
-                self._loop.call_soon(self.step)
+                self.loop.call_soon(self.step)
             else:
                 yielded._driver = self
                 self._waiting = yielded
@@ -142,9 +140,9 @@ class Driver:
             self._waiting = yielded
             yielded.add_done_callback(self._woken)
         elif yielded is None:  # a bare yield: asyncio.sleep(0)
-            self._loop.call_soon(self.step)
+            self.loop.call_soon(self.step)
         else:
-            self._loop.call_soon(self.step, RuntimeError(f"the pipeline yielded {yielded!r}"))
+            self.loop.call_soon(self.step, RuntimeError(f"the pipeline yielded {yielded!r}"))
             return
         if self._cancel == 1:  # cancelled while it ran: stop it at the wait it just began
             self._cancel = 0
@@ -153,9 +151,13 @@ class Driver:
     def _woken(self, _: object) -> None:
         self.step()
 
+    @property
+    def running(self) -> bool:
+        return self._coro is not None
+
     def cancel(self) -> None:
         """Stop the coroutine at its current wait, as Task.cancel() would."""
-        if self._cancel:
+        if self._cancel or self._coro is None:
             return
         waiting = self._waiting
         if waiting is None:
@@ -167,9 +169,3 @@ class Driver:
             self.step(asyncio.CancelledError())
         else:
             waiting.cancel()  # its callback resumes the coroutine, which then raises
-
-
-def run(coro: Coroutine[Any, Any, Any], done: Done, loop: asyncio.AbstractEventLoop) -> Driver:
-    driver = Driver(coro, done, loop)
-    driver.step()
-    return driver

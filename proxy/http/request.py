@@ -36,7 +36,10 @@ def read_watched(head: Head, watched: set[bytes] | frozenset[bytes]) -> None:
     keys, lines = head.keys, head.lines
     for key in watched:
         n = len(key) + 1
-        values = [lines[i][n:].strip(b" \t") for i, k in enumerate(keys) if k == key]
+        if keys.count(key) == 1:  # the common case
+            values = [lines[keys.index(key)][n:].strip(b" \t")]
+        else:
+            values = [lines[i][n:].strip(b" \t") for i, k in enumerate(keys) if k == key]
         if key == b"host":
             head.hosts = values
         elif key == b"content-length":
@@ -48,6 +51,20 @@ def read_watched(head: Head, watched: set[bytes] | frozenset[bytes]) -> None:
             head.expect = values[0].lower() == b"100-continue"
         else:
             head.upgrade = values[0]
+
+
+# What a Host may hold: a reg-name or an IP literal and a port. Not `@` (userinfo), `/`
+# (a path), `,` (a list of hosts), whitespace or controls.
+_HOST_CHARS = bytes(
+    b
+    for b in range(256)
+    if chr(b).isascii() and (chr(b).isalnum() or chr(b) in "._~!$&'()*+;=%-:[]")
+)
+
+
+def sane_host(host: bytes) -> bool:
+    """The fast check of the common case: one Host of allowed characters only."""
+    return bool(host) and not host.translate(None, _HOST_CHARS)
 
 
 def refused(detail: str, status: int = 400) -> Rejected:

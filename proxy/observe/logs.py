@@ -22,14 +22,10 @@ from .log_writer import DropReporter, LineWriter, Write, fd_writer
 _UTC = datetime.UTC
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 DEFAULT_BUFFER = 4 << 20  # bytes of lines waiting to be written (`log.buffer`)
-# One request's line, made without a dict: every value is a config name, a word of
-# Fender's, a method llhttp knows or a request id of a safe alphabet (hygiene.py), so
-# none needs escaping.
-_REQUEST = (
-    '{"time":"%s.%06d+00:00","level":"info","event":"request","request_id":"%s",'
-    '"listener":"%s","route":"%s","upstream":"%s","method":"%s","status":%d,'
-    '"duration_ms":%.3f,"outcome":"%s","reason":"%s","attempts":%d}\n'
-)
+# One request's line, made without a dict and without formatting its constant parts:
+# every value is a config name, a word of Fender's, a method llhttp knows or a request
+# id of a safe alphabet (hygiene.py), so none needs escaping.
+_TAIL_LIMIT = 4096  # distinct (status, outcome, reason, attempts) tails kept ready
 
 
 class JsonLog:
@@ -39,6 +35,8 @@ class JsonLog:
         self._threshold = LEVELS["info"]
         self._second = -1  # the second `_stamp` holds the text of
         self._stamp = ""
+        self._middles: dict[tuple[str, str, str, str], str] = {}
+        self._tails: dict[tuple[int, str, str, int], str] = {}
 
     def set_buffer(self, size: int) -> None:
         """How many bytes of lines may wait for the writer; beyond, lines are dropped."""
@@ -86,22 +84,42 @@ class JsonLog:
         second = int(now)
         if second != self._second:
             self._second = second
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        line = _REQUEST % (
-            self._stamp,
-            (now - second) * 1e6,
-            request_id,
-            listener,
-            route,
-            upstream,
-            method,
-            status,
-            seconds * 1000,
-            outcome,
-            reason,
-            attempts,
+            self._stamp = '{"time":"' + time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+        middle = self._middles.get((listener, route, upstream, method))
+        if middle is None:
+            middle = self._middle(listener, route, upstream, method)
+        tail = self._tails.get((status, outcome, reason, attempts))
+        if tail is None:
+            tail = self._tail(status, outcome, reason, attempts)
+        micros = int((now - second) * 1e6)
+        line = "".join(
+            (
+                self._stamp,
+                str(1000000 + micros)[1:],
+                '+00:00","level":"info","event":"request","request_id":"',
+                request_id,
+                middle,
+                str(round(seconds * 1000, 3)),
+                tail,
+            )
         )
         self._writer.put(line.encode())
+
+    def _middle(self, listener: str, route: str, upstream: str, method: str) -> str:
+        key = (listener, route, upstream, method)
+        middle = f'","listener":"{listener}","route":"{route}","upstream":"{upstream}",'
+        middle += f'"method":"{method}","duration_ms":'
+        if len(self._middles) < _TAIL_LIMIT:
+            self._middles[key] = middle
+        return middle
+
+    def _tail(self, status: int, outcome: str, reason: str, attempts: int) -> str:
+        key = (status, outcome, reason, attempts)
+        tail = f',"status":{status},"outcome":"{outcome}","reason":"{reason}",'
+        tail += f'"attempts":{attempts}}}\n'
+        if len(self._tails) < _TAIL_LIMIT:
+            self._tails[key] = tail
+        return tail
 
     def raw(self, line: bytes) -> None:
         """A line made elsewhere (the audit log's), written at once."""

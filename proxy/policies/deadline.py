@@ -21,10 +21,13 @@ class Deadline:
         self.connect = timeouts.connect
 
     async def __call__(self, call: Call, call_next: Handler) -> Reply:
-        total = call.started + self.total if self.total is not None else INF
-        first = call.started + self.first_byte if self.first_byte is not None else INF
-        call.stream_deadline = total
-        call.deadline = min(total, first)
+        started = call.started
+        if self.total is not None:
+            total = call.stream_deadline = started + self.total
+            first = started + self.first_byte if self.first_byte is not None else INF
+            call.deadline = total if total < first else first
+        elif self.first_byte is not None:
+            call.deadline = started + self.first_byte
         call.idle = self.idle
         call.per_try = self.per_try
         call.connect = self.connect
