@@ -97,6 +97,8 @@ class Retry:
             return None
         if not replayable and condition != "connect_error":
             return None  # counted once, when the body could not be buffered
+        if call.upgrade is not None and condition != "connect_error":
+            return None  # a handshake is retried only when it surely never arrived
         wait = None
         if reply is not None and self.honor_retry_after and reply.status in ASKS_TO_WAIT:
             wait = asked_wait(reply.headers, self.clock.wall())
