@@ -42,6 +42,7 @@ class Retry:
         metrics.zero(metrics.retry_budget_exhausted, route)
 
     async def __call__(self, call: Call, call_next: Handler) -> Reply:
+        call.retry_owned = True  # the attempts are decided here: apps need not add theirs
         self.budget.record_request(call.started)
         body = call.body  # no body, or a small whole one: the common case needs no await
         replayable = (

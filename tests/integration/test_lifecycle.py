@@ -156,3 +156,93 @@ async def test_port_in_use_is_a_clear_error(tmp_path, upstream, unused_tcp_port_
     assert proc.returncode == 1
     (line,) = [orjson.loads(x) for x in stdout.splitlines() if b"start_failed" in x]
     assert "cannot listen" in line["error"] and "address already in use" in line["error"]
+
+
+async def test_an_idle_keep_alive_connection_does_not_hold_the_exit(
+    tmp_path, upstream, client, unused_tcp_port_factory
+):
+    # After drain.delay the idle connection is closed at once: the exit does not wait for
+    # drain.timeout, and the app learns of the close before it sends on a dead socket.
+    proc, port, control = await start_fender(
+        tmp_path, upstream.url, unused_tcp_port_factory, delay="300ms", timeout="10s"
+    )
+    try:
+        await wait_ready(client, control)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await reader.readuntil(b"\r\n\r\nok")
+        loop = asyncio.get_running_loop()
+        signalled = loop.time()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by Fender
+        closed = loop.time() - signalled
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+        exited = loop.time() - signalled
+        writer.close()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert 0.3 <= closed < 2.0 and exited < 3.0  # a kubelet sees delay, not delay + timeout
+
+
+async def test_open_streams_get_exactly_the_drain_timeout_then_are_cut(
+    tmp_path, upstream, client, unused_tcp_port_factory
+):
+    proc, port, control = await start_fender(
+        tmp_path, upstream.url, unused_tcp_port_factory, delay="200ms", timeout="1s"
+    )
+    try:
+        await wait_ready(client, control)
+        upstream.default = Step(chunks=[b"first", b"never"], gates=[asyncio.Event()])
+        async with aiohttp.ClientSession() as own:
+            resp = await own.get(f"http://127.0.0.1:{port}/stream")
+            assert await resp.content.readany() == b"first"
+            loop = asyncio.get_running_loop()
+            signalled = loop.time()
+            proc.send_signal(signal.SIGTERM)
+            with pytest.raises(aiohttp.ClientPayloadError):  # a cut, never a clean end
+                await resp.read()
+            assert await asyncio.wait_for(proc.wait(), 10) == 0
+            exited = loop.time() - signalled
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert 1.2 <= exited < 2.0  # delay + timeout, not delay + 2 x timeout
+
+
+async def test_a_request_on_its_way_when_the_delay_ends_is_answered_with_close(
+    tmp_path, upstream, client, unused_tcp_port_factory
+):
+    proc, port, control = await start_fender(
+        tmp_path, upstream.url, unused_tcp_port_factory, delay="300ms", timeout="5s"
+    )
+    try:
+        await wait_ready(client, control)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # half a head
+        await writer.drain()
+        proc.send_signal(signal.SIGTERM)
+        await _refused(port)  # past the delay: the listener stopped accepting
+        writer.write(b"\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200") and b"connection: close" in answer.lower()
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def _refused(port: int) -> None:
+    """Wait until new connections to `port` are refused (the drain stopped accepting)."""
+    for _ in range(200):
+        try:
+            _, probe = await asyncio.open_connection("127.0.0.1", port)
+        except ConnectionRefusedError:
+            return
+        probe.close()
+        await asyncio.sleep(0.02)
+    raise AssertionError("the listener kept accepting")

@@ -290,3 +290,37 @@ async def test_a_reload_removes_the_series_of_what_it_removed(
         assert after == counted + 1
     finally:
         await fender.close()
+
+
+async def test_a_stream_outlives_a_reload_that_changes_its_upstream(upstream, client, tmp_path):
+    # An API-key rotation changes the upstream's section: a stream that began before it
+    # finishes on the generation it started on, however long past drain.timeout it runs.
+    data = policy(upstream.url, upstream.url, "a")
+    data["drain"]["timeout"] = "200ms"
+    path = tmp_path / "fender.yaml"
+    path.write_text(yaml.safe_dump(data))
+    fender, _ = await start(path)
+    gate = asyncio.Event()
+    upstream.push(Step(chunks=[b"before ", b"after"], gates=[gate]))
+    try:
+        base = f"http://127.0.0.1:{fender.ports['egress']}"
+        async with client.get(f"{base}/stream") as resp:
+            assert await resp.content.readany() == b"before "
+            old = fender.upstreams["versioned"]
+            data["upstreams"]["versioned"]["headers"]["set"]["x-version"] = "b"
+            path.write_text(yaml.safe_dump(data))
+            assert (await fender.reload_from_file()).ok
+            assert fender.upstreams["versioned"] is not old
+            await asyncio.sleep(0.4)  # twice the drain timeout: the stream is still open
+            gate.set()
+            assert await resp.content.read() == b"after"
+        async with client.get(f"{base}/next") as resp:
+            assert resp.status == 200
+        assert upstream.seen[-1].headers["x-version"] == "b"
+        await wait_for(lambda: _is_zero(old.in_use))  # its pool went with its last reply
+    finally:
+        await fender.close()
+
+
+async def _is_zero(value: int) -> bool:
+    return value == 0

@@ -109,9 +109,7 @@ async def test_an_upstream_reset_mid_tunnel_cuts_the_client(ws_upstream, proxy_f
 
 async def test_a_silent_tunnel_is_cut_after_idle(ws_upstream, proxy_factory):
     proxy = await proxy_factory(tunnel(ws_upstream.url, timeouts={"idle": "300ms"}))
-    async with websockets.connect(
-        f"ws://127.0.0.1:{proxy.port}/chat", ping_interval=None
-    ) as ws:
+    async with websockets.connect(f"ws://127.0.0.1:{proxy.port}/chat", ping_interval=None) as ws:
         await ws.send("quiet")
         with pytest.raises(websockets.ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 5)

@@ -27,6 +27,7 @@ class Step:
     chunks: list[bytes] | None = None
     interval: float = 0.0
     gates: list[asyncio.Event] | None = None
+    framed: bool = False  # chunks sent with a Content-Length (not chunked encoding)
     # "before_headers": read the request, then drop the connection.
     # "after_headers": send the headers and part of the body, then drop it.
     reset: str | None = None
@@ -98,6 +99,8 @@ class ScriptedUpstream:
         if step.chunks is None and step.reset is None:
             return web.Response(status=step.status, body=step.body, headers=headers)
         response = web.StreamResponse(status=step.status, headers=headers)
+        if step.framed and step.chunks is not None:
+            response.content_length = sum(map(len, step.chunks))
         if step.reset == "after_headers":
             response.content_length = len(step.body) * 2
         await response.prepare(request)
