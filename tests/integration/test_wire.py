@@ -178,7 +178,7 @@ async def test_an_app_that_stops_reading_is_cut_at_total(upstream, proxy_factory
         )
     )
     upstream.push(Step(chunks=[b"x" * 65536] * 400, framed=True), Step(body=b"after"))
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
     sock = writer.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     writer.write(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
