@@ -324,35 +324,25 @@ class UpstreamConnection(asyncio.Protocol):
         self._ready = False
         pending = self._pending
         self._pending = None
-        stream = None
-        if self._body is not None and not self._message_done:  # the body streams
-            stream = self._stream = BodyStream(self, self._length)
-            for chunk in self._body:
-                stream.feed(chunk)
-            self._body = None
         headers = self._headers
-        assert headers is not None
+        assert headers is not None and pending is not None
         if self._listed:  # hop-by-hop by the upstream's own say (RFC 9110 section 7.6.1)
             headers = headers.without(self._listed)
         reply = Reply(self.parser.get_status_code(), headers)
         reply.reason = self._reason
-        if self._length is not None:
-            reply.content_length = self._length
-        if stream is None and self._body is None:
-            if self._upgrade and reply.status == 101:
-                self.state = TUNNEL
-                self.alarm.clear()
-                reply.tunnel = self
-            elif self._message_done:
-                self._finished()
-            else:
-                self._broken("")  # cannot happen: no body, yet not complete
-        elif self._message_done:
-            chunks = self._body or []
-            reply.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        length = self._length
+        if length is not None:
+            reply.content_length = length
+        chunks = self._body
+        if self._message_done:  # the whole answer is here: its body goes as one string
+            if chunks:
+                reply.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             self._finished()
-        else:
-            assert stream is not None
+        elif chunks is not None:  # the body streams
+            stream = self._stream = BodyStream(self, length)
+            for chunk in chunks:
+                stream.feed(chunk)
+            self._body = None
             reply.body = stream
             reply.release = stream.discard
             self._last = now = self.loop.time()
@@ -360,20 +350,24 @@ class UpstreamConnection(asyncio.Protocol):
             due = self._stream_deadline if self._idle is None else now + self._idle
             if due != INF:
                 self.alarm.set(min(due, self._stream_deadline))
-        assert pending is not None
+        elif self._upgrade and reply.status == 101:
+            self.state = TUNNEL
+            self.alarm.clear()
+            reply.tunnel = self
+        else:
+            self._broken("")  # cannot happen: no body, yet not complete
         pending.resolve(reply)
 
     def _finished(self) -> None:
         """The answer is complete: back to the pool when reusable, else closed."""
         stream = self._stream
-        reusable = not self._close and self._upload_done and self.state == BUSY
-        self.alarm.clear()
-        if reusable:
+        if not self._close and self._upload_done and self.state == BUSY:
             self.exchanges += 1
             self._reset()
             self.state = IDLE
-            self.pool.put(self)
+            self.pool.put(self)  # its alarm now counts the idle time
         else:
+            self.alarm.clear()
             self._stream = None
             self.close()
         if stream is not None:

@@ -119,12 +119,11 @@ class Headers:
 
     def without(self, drop: frozenset[bytes] | set[bytes]) -> Headers:
         """A copy without the fields whose lower-case names are in `drop`."""
-        keys: list[bytes] = []
-        lines: list[bytes] = []
-        for key, text in zip(self.keys, self.lines, strict=True):
-            if key not in drop:
-                keys.append(key)
-                lines.append(text)
+        keys, lines = self.keys.copy(), self.lines.copy()
+        for key in drop.intersection(keys):  # usually a name or two (Host, Connection)
+            while key in keys:
+                i = keys.index(key)
+                del keys[i], lines[i]
         return Headers.of(keys, lines)
 
     def tokens(self, key: bytes) -> frozenset[bytes]:

@@ -68,9 +68,12 @@ class RequestHeaders:
         if b"connection" in incoming.keys:
             drop = drop | incoming.tokens(b"connection")
         out = incoming.without(drop)
+        keys, lines = out.keys, out.lines
         for key, text in self._set:
-            out.add_line(key, text)
-        out.add_line(b"x-request-id", b"x-request-id: " + request_id.encode("latin-1"))
+            keys.append(key)
+            lines.append(text)
+        keys.append(b"x-request-id")
+        lines.append(b"x-request-id: " + request_id.encode("latin-1"))
         if self._forwarded:
             previous = b", ".join(incoming.raw_all(b"x-forwarded-for"))
             client = (client_ip or "unknown").encode("latin-1")

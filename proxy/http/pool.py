@@ -79,7 +79,8 @@ class Pool:
             return
         self.idle[conn.endpoint].append(conn)
         conn.idle_until(self.loop.time() + self.idle_timeout)
-        self._wake()
+        if self._waiters:
+            self._wake()
 
     def lost(self, conn: UpstreamConnection) -> None:
         """A connection closed (whatever closed it)."""

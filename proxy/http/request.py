@@ -34,6 +34,9 @@ class Head(Protocol):
 def read_watched(head: Head, watched: set[bytes] | frozenset[bytes]) -> None:
     """What the watched headers of a parsed head say (llhttp checked their syntax)."""
     keys, lines = head.keys, head.lines
+    if len(watched) == 1 and b"host" in watched and keys.count(b"host") == 1:  # most requests
+        head.hosts = [lines[keys.index(b"host")][5:].strip(b" \t")]
+        return
     for key in watched:
         n = len(key) + 1
         if keys.count(key) == 1:  # the common case

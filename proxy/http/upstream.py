@@ -188,6 +188,9 @@ class Upstream:
             head, chunked = request_head(call, endpoint.host, endpoint.prefix, extra)
             try:
                 reply: Reply = await conn.send(head, call, chunked, due)
+            except asyncio.CancelledError:
+                conn.abort()  # the app left: the answer would only be read to be thrown away
+                raise
             except StaleConnection:
                 if not _may_replay(call):
                     raise UpstreamFailed(
@@ -197,14 +200,18 @@ class Upstream:
                 self._record(label, "stale_connection")
                 call.attempts += 1
                 conn = await self._connect(pool, label, call, due)
-                reply = await conn.send(head, call, chunked, due)
+                try:
+                    reply = await conn.send(head, call, chunked, due)
+                except asyncio.CancelledError:
+                    conn.abort()
+                    raise
         except UpstreamFailed as failure:
             self._record(label, failure.reason)
             if self.health is not None:
                 self.health.record(label, failure=True)
             raise
         self._record(label, "response")
-        failed = is_failure(reply.status)
+        failed = reply.status >= 500  # state/classify.py's is_failure, inlined
         if self.health is not None:
             self.health.record(label, failure=failed)
         if failed:

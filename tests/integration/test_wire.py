@@ -337,3 +337,28 @@ async def test_x_should_retry_stops_sdk_retries_on_top_of_fenders(
     assert headers.get(b"x-should-retry") == should_retry
     if setup == "local-429":
         assert status_of(answer) == 429 and b"retry-after" in headers
+
+
+async def test_an_app_gone_before_the_answer_cancels_the_upstream_attempt(proxy_factory):
+    upstream_saw_close = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        await reader.read()  # no answer, ever: returns when Fender closes the connection
+        upstream_saw_close.set()
+
+    server, url = await raw_upstream(serve)
+    proxy = await proxy_factory(config({"up": {"endpoints": [url]}}))
+    async with server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        for _ in range(100):
+            if proxy.fender.upstreams["up"].in_use:
+                break
+            await asyncio.sleep(0.02)
+        writer.transport.abort()
+        await asyncio.wait_for(upstream_saw_close.wait(), 5)
+    assert proxy.fender.upstreams["up"].in_use == 0
+    (line,) = [x for x in proxy.log_lines() if x["event"] == "request"]
+    assert (line["outcome"], line["reason"]) == ("cancelled", "client_closed")
