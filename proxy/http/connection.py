@@ -334,7 +334,11 @@ class UpstreamConnection(asyncio.Protocol):
         if length is not None:
             reply.content_length = length
         chunks = self._body
-        if self._message_done:  # the whole answer is here: its body goes as one string
+        if self._upgrade and reply.status == 101:
+            self.state = TUNNEL
+            self.alarm.clear()
+            reply.tunnel = self
+        elif self._message_done:  # the whole answer is here: its body goes as one string
             if chunks:
                 reply.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             self._finished()
@@ -350,10 +354,6 @@ class UpstreamConnection(asyncio.Protocol):
             due = self._stream_deadline if self._idle is None else now + self._idle
             if due != INF:
                 self.alarm.set(min(due, self._stream_deadline))
-        elif self._upgrade and reply.status == 101:
-            self.state = TUNNEL
-            self.alarm.clear()
-            reply.tunnel = self
         else:
             self._broken("")  # cannot happen: no body, yet not complete
         pending.resolve(reply)
