@@ -50,15 +50,25 @@ def request_framing(call: Call) -> tuple[bytes, bool]:
 
 def request_head(call: Call, host: bytes, prefix: bytes, extra: bytes = b"") -> tuple[bytes, bool]:
     """Request line and headers for one attempt; True when the body goes chunked."""
-    framing, chunked = request_framing(call)
-    head = b"%s %s%s HTTP/1.1\r\nhost: %s\r\n%s%s%s\r\n" % (
-        call.method.encode("ascii"),
-        prefix,
-        call.target.encode("latin-1"),
-        host,
-        call.headers.encoded(),
-        framing,
-        extra,
+    if call.body is None and call.method not in _LENGTH_REQUIRED:
+        framing, chunked = b"", False  # the common case, without a call
+    else:
+        framing, chunked = request_framing(call)
+    lines = call.headers.lines
+    head = (
+        b"%s %s%s HTTP/1.1\r\nhost: %s\r\n%s\r\n%s%s\r\n"
+        % (
+            call.method.encode("ascii"),
+            prefix,
+            call.target.encode("latin-1"),
+            host,
+            b"\r\n".join(lines),
+            framing,
+            extra,
+        )
+        if lines
+        else b"%s %s%s HTTP/1.1\r\nhost: %s\r\n%s%s\r\n"
+        % (call.method.encode("ascii"), prefix, call.target.encode("latin-1"), host, framing, extra)
     )
     return head, chunked
 

@@ -40,6 +40,15 @@ _CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade", b""})
 _NOTHING: frozenset[bytes] = frozenset()
 
 
+def _cut(block: bytes, lower: bytes, at: int, name: int) -> tuple[bytes, bytes, bytes]:
+    """The head without the line at `at` (in both cases), and that line's value (lower
+    case; `name`: the length of the CRLF, the name and the colon before it)."""
+    stop = lower.find(b"\r\n", at + 2)
+    if stop < 0:
+        stop = len(lower)
+    return block[:at] + block[stop:], lower[:at] + lower[stop:], lower[at + name : stop]
+
+
 class StaleConnection(Exception):
     """A reused connection failed before any byte of the answer: the upstream had closed
     it meanwhile (the keep-alive race). Nothing reached the upstream's application."""
@@ -227,12 +236,18 @@ class UpstreamConnection(asyncio.Protocol):
         lower = block.lower()
         at = lower.find(b"\r\ncontent-length:")  # at most one: llhttp refuses two
         if at >= 0:
-            stop = lower.find(b"\r\n", at + 2)
-            stop = len(lower) if stop < 0 else stop
-            self._length = int(lower[at + 17 : stop])
-            block, lower = block[:at] + block[stop:], lower[:at] + lower[stop:]
-        if b"\r\nconnection:" in lower:
-            block, lower = self._drop(b"connection", block, lower)
+            block, lower, value = _cut(block, lower, at, 17)
+            self._length = int(value)
+        at = lower.find(b"\r\nconnection:")
+        if at >= 0:
+            if lower.count(b"\r\nconnection:") == 1:
+                cut, cut_lower, value = _cut(block, lower, at, 13)
+                if value.strip(b" \t") == b"keep-alive":  # the usual one: nothing to note
+                    block, lower = cut, cut_lower
+                else:
+                    block, lower = self._drop(b"connection", block, lower)
+            else:
+                block, lower = self._drop(b"connection", block, lower)
         # The other hop-by-hop names begin with k, p, t or u: look closer only then.
         if b"\r\nt" in lower or b"\r\nk" in lower or b"\r\np" in lower or b"\r\nu" in lower:
             for name, mark in _DROP_MARKS:

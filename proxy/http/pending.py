@@ -32,11 +32,12 @@ class Pending:
         self._loop = loop
 
     def __await__(self) -> Generator[Any, None, Any]:
-        if self._driver is None and self._callback is None and self._done():
-            return self.result()
-        self._asyncio_future_blocking = True
-        yield self
-        return self.result()
+        if self._state == 0:
+            self._asyncio_future_blocking = True
+            yield self
+        if self._error is not None:
+            raise self._error
+        return self._value
 
     def _done(self) -> bool:
         return self._state != 0
@@ -50,7 +51,12 @@ class Pending:
         """Deliver the result; the waiting request continues now."""
         if self._state == 0:
             self._state, self._value = 1, value
-            self._wake()
+            driver = self._driver
+            if driver is not None:  # the common case, inlined from _wake()
+                self._driver = None
+                driver.step()
+            else:
+                self._wake()
 
     def fail(self, error: BaseException) -> None:
         if self._state == 0:

@@ -78,7 +78,7 @@ class Pool:
             conn.close()
             return
         self.idle[conn.endpoint].append(conn)
-        conn.idle_until(self.loop.time() + self.idle_timeout)
+        conn.alarm.set(self.loop.time() + self.idle_timeout)  # it closes if idle so long
         if self._waiters:
             self._wake()
 

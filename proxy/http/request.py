@@ -58,7 +58,7 @@ def read_watched(head: Head, watched: set[bytes] | frozenset[bytes]) -> None:
 
 # What a Host may hold: a reg-name or an IP literal and a port. Not `@` (userinfo), `/`
 # (a path), `,` (a list of hosts), whitespace or controls.
-_HOST_CHARS = bytes(
+HOST_CHARS = bytes(
     b
     for b in range(256)
     if chr(b).isascii() and (chr(b).isalnum() or chr(b) in "._~!$&'()*+;=%-:[]")
@@ -67,7 +67,7 @@ _HOST_CHARS = bytes(
 
 def sane_host(host: bytes) -> bool:
     """The fast check of the common case: one Host of allowed characters only."""
-    return bool(host) and not host.translate(None, _HOST_CHARS)
+    return bool(host) and not host.translate(None, HOST_CHARS)
 
 
 def refused(detail: str, status: int = 400) -> Rejected:
