@@ -350,7 +350,7 @@ async def test_an_app_gone_before_the_answer_cancels_the_upstream_attempt(proxy_
     server, url = await raw_upstream(serve)
     proxy = await proxy_factory(config({"up": {"endpoints": [url]}}))
     async with server:
-        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
         writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
         await writer.drain()
         for _ in range(100):
