@@ -222,3 +222,305 @@ async def test_requests_downloads_several_mib_from_gunicorn(httpbin, proxy_facto
     status, length, digest, total = await asyncio.to_thread(download)
     assert (status, length, total) == (200, str(size), size)
     assert digest == hashlib.sha256(pattern(size)).hexdigest()
+
+
+# The official openai SDK against an OpenAI-compatible upstream.
+
+
+@pytest.fixture
+async def fake_openai(aiohttp_server: Any) -> FakeOpenAI:
+    fake = FakeOpenAI()
+    server = await aiohttp_server(fake.app)
+    fake.url = f"http://127.0.0.1:{server.port}"
+    return fake
+
+
+def sdk(proxy: Any, *, max_retries: int = 2) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(
+        api_key="sk-test", base_url=f"{proxy.url}/v1", max_retries=max_retries, timeout=10
+    )
+
+
+MESSAGES = [{"role": "user", "content": "say hello"}]
+LLM_RETRY = {"retry": {"attempts": 3, "backoff": {"base": "10ms"}, "idempotency_header": "x-stainless-retry-count"}}
+
+
+async def test_openai_sdk_streams_a_chat_completion_chunk_by_chunk(fake_openai, proxy_factory):
+    """Each SSE event reaches the SDK while the upstream still holds the next one back."""
+    proxy = await proxy_factory(fender_config(fake_openai.url))
+    async with sdk(proxy) as api:
+        stream = await api.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+        words = []
+        async for event in stream:
+            if event.choices and event.choices[0].delta.content:
+                words.append(event.choices[0].delta.content)
+                fake_openai.release()  # the next chunk leaves only once this one arrived
+            finish = event.choices[0].finish_reason if event.choices else None
+    assert words == WORDS
+    assert finish == "stop"
+    assert fake_openai.calls[0]["json"]["stream"] is True
+
+
+async def test_openai_sdk_plain_completion_and_its_headers(fake_openai, proxy_factory):
+    proxy = await proxy_factory(fender_config(fake_openai.url))
+    async with sdk(proxy) as api:
+        raw = await api.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
+        completion = raw.parse()
+    assert completion.choices[0].message.content == "".join(WORDS)
+    assert completion.usage is not None and completion.usage.total_tokens == 8
+    assert raw.headers["x-fender-outcome"] == "ok"
+    assert fake_openai.calls[0]["headers"]["Authorization"] == "Bearer sk-test"
+
+
+async def test_openai_429_retried_by_fender_as_retry_after_ms_asks(fake_openai, proxy_factory):
+    fake_openai.plan = [("429", {"retry-after-ms": "30"}), "ok"]
+    proxy = await proxy_factory(fender_config(fake_openai.url, policy=LLM_RETRY))
+    async with sdk(proxy, max_retries=0) as api:
+        raw = await api.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert raw.parse().choices[0].message.content == "".join(WORDS)
+    assert raw.headers["x-fender-attempts"] == "2"
+    assert raw.headers["x-fender-outcome"] == "retried"
+    assert len(fake_openai.calls) == 2
+
+
+@pytest.mark.parametrize(
+    "limit_headers",
+    [{"retry-after-ms": "20"}, {"retry-after-ms": "20", "retry-after": "1"}],
+    ids=["retry-after-ms", "retry-after-ms+retry-after"],
+)
+async def test_openai_sdk_does_not_multiply_fender_retries_of_a_429(fake_openai, proxy_factory, limit_headers):
+    """Fender made its 3 attempts: the answer says `x-should-retry: false`, which the SDK
+    obeys before anything else, so its own max_retries=2 adds no call (not 3 x 3 = 9)."""
+    fake_openai.plan = [("429", limit_headers)]
+    proxy = await proxy_factory(fender_config(fake_openai.url, policy=LLM_RETRY))
+    async with sdk(proxy, max_retries=2) as api:
+        with pytest.raises(openai.RateLimitError) as caught:
+            await api.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    response = caught.value.response
+    assert response.headers["x-fender-attempts"] == "3"
+    assert response.headers["x-fender-outcome"] == "failed"
+    assert response.headers.get("x-should-retry") == "false"
+    assert len(fake_openai.calls) == 3
+
+
+async def test_openai_sdk_retries_fenders_local_429_after_its_retry_after(fake_openai, proxy_factory):
+    """A local rate limit answers 429 with Retry-After and no `x-should-retry: false`: the
+    SDK waits as told and tries again, and then gets through."""
+    policy = {"rate_limit": {"rate": "1/s", "burst": 1}}
+    proxy = await proxy_factory(fender_config(fake_openai.url, policy=policy))
+    async with sdk(proxy, max_retries=1) as api:
+        await api.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        raw = await api.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert raw.retries_taken == 1
+    assert raw.headers["x-fender-outcome"] == "ok"
+    assert len(fake_openai.calls) == 2
+    assert proxy.metric("fender_rejections_total", route="all", reason="rate_limited") == 1
+
+
+# requests, httpx and curl against an aiohttp upstream that reports what it got.
+
+
+class Echo:
+    """An upstream that says what it received, streams gated SSE, and large bodies."""
+
+    def __init__(self) -> None:
+        self.gate: asyncio.Queue[None] = asyncio.Queue()
+        self.seen: list[dict[str, Any]] = []
+
+    async def echo(self, request: web.Request) -> web.Response:
+        digest, size = hashlib.sha256(), 0
+        async for block in request.content.iter_any():
+            digest.update(block)
+            size += len(block)
+        got = {
+            "method": request.method,
+            "size": size,
+            "sha256": digest.hexdigest(),
+            "content_length": request.headers.get("content-length"),
+            "transfer_encoding": request.headers.get("transfer-encoding"),
+            "expect": request.headers.get("expect"),
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+        }
+        self.seen.append(got)
+        return web.json_response(got)
+
+    async def sse(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        for i in range(4):
+            if i:
+                await asyncio.wait_for(self.gate.get(), 10)
+            await response.write(b"data: event %d\n\n" % i)
+        await response.write_eof()
+        return response
+
+    async def big(self, request: web.Request) -> web.StreamResponse:
+        size = int(request.match_info["size"])
+        response = web.StreamResponse()
+        if request.query.get("length") != "no":
+            response.content_length = size
+        await response.prepare(request)
+        block = pattern(256 * 1024)
+        for at in range(0, size, len(block)):
+            await response.write(block[: min(len(block), size - at)])
+        await response.write_eof()
+        return response
+
+    async def hello(self, request: web.Request) -> web.Response:
+        return web.Response(text="hello", headers={"x-path": request.path})
+
+
+@pytest.fixture
+async def echo(aiohttp_server: Any) -> tuple[Echo, str]:
+    echo = Echo()
+    app = web.Application(client_max_size=64 * MiB)
+    for method in ("POST", "PUT"):
+        app.router.add_route(method, "/echo", echo.echo)
+    app.router.add_get("/sse", echo.sse)
+    app.router.add_get("/big/{size}", echo.big)
+    app.router.add_route("*", "/hello", echo.hello)
+    server = await aiohttp_server(app)
+    return echo, f"http://127.0.0.1:{server.port}"
+
+
+def blocks(count: int, size: int = 64 * 1024) -> Iterator[bytes]:
+    block = pattern(size)
+    for _ in range(count):
+        yield block
+
+
+def connections_made(session: requests.Session) -> int:
+    """How many connections urllib3 opened for this session, all hosts together."""
+    pools = session.get_adapter("http://").poolmanager.pools
+    return sum(pools[key].num_connections for key in pools.keys())
+
+
+async def test_requests_session_keeps_one_connection_alive_through_fender(echo, proxy_factory):
+    _, url = echo
+    proxy = await proxy_factory(fender_config(url))
+
+    def five_gets() -> tuple[list[str], int]:
+        with requests.Session() as session:
+            texts = [session.get(f"{proxy.url}/hello", timeout=5).text for _ in range(5)]
+            return texts, connections_made(session)
+
+    texts, connections = await asyncio.to_thread(five_gets)
+    assert texts == ["hello"] * 5
+    assert connections == 1
+
+
+async def test_requests_chunked_upload_from_a_generator_then_reuse(echo, proxy_factory):
+    seen, url = echo
+    proxy = await proxy_factory(fender_config(url))
+
+    def upload() -> tuple[dict[str, Any], str, int]:
+        with requests.Session() as session:
+            got = session.post(f"{proxy.url}/echo", data=blocks(40), timeout=10).json()
+            after = session.get(f"{proxy.url}/hello", timeout=5).text
+            return got, after, connections_made(session)
+
+    got, after, connections = await asyncio.to_thread(upload)
+    assert got["size"] == 40 * 64 * 1024
+    assert got["sha256"] == hashlib.sha256(b"".join(blocks(40))).hexdigest()
+    assert (after, connections) == ("hello", 1)
+
+
+async def test_httpx_sync_streams_a_download_and_a_generator_upload(echo, proxy_factory):
+    _, url = echo
+    proxy = await proxy_factory(fender_config(url))
+    size = 6 * MiB + 1
+
+    def run_client() -> tuple[int, str, dict[str, Any]]:
+        with httpx.Client(http1=True, http2=False, timeout=10) as http:
+            with http.stream("GET", f"{proxy.url}/big/{size}?length=no") as resp:
+                digest, total = hashlib.sha256(), 0
+                for block in resp.iter_bytes():
+                    digest.update(block)
+                    total += len(block)
+                assert resp.headers["transfer-encoding"] == "chunked"
+            got = http.post(f"{proxy.url}/echo", content=blocks(16)).json()
+            return total, digest.hexdigest(), got
+
+    total, digest, got = await asyncio.to_thread(run_client)
+    assert total == size
+    assert digest == hashlib.sha256(pattern(size)).hexdigest()
+    assert got["size"] == 16 * 64 * 1024
+    assert got["transfer_encoding"] == "chunked"  # no length known: Fender streamed it on
+
+
+async def test_httpx_async_reads_sse_events_as_they_are_sent(echo, proxy_factory):
+    gate, url = echo[0].gate, echo[1]
+    proxy = await proxy_factory(fender_config(url))
+    events = []
+    async with httpx.AsyncClient(http1=True, http2=False, timeout=10) as http:
+        async with http.stream("GET", f"{proxy.url}/sse") as resp:
+            assert resp.headers["content-type"] == "text/event-stream"
+            async for line in resp.aiter_lines():
+                if line:
+                    events.append(line)
+                    gate.put_nowait(None)  # the upstream sends the next event only now
+    assert events == [f"data: event {i}" for i in range(4)]
+
+
+async def test_curl_put_with_expect_100_continue_gets_100_before_the_body(echo, proxy_factory, curl, tmp_path):
+    """curl waits for `100 Continue` before it sends the body (up to --expect100-timeout,
+    set far past the test's own timeout): Fender must say it, once, before the answer."""
+    seen, url = echo
+    proxy = await proxy_factory(fender_config(url))
+    data = tmp_path / "upload.bin"
+    data.write_bytes(b"".join(blocks(32)))
+    code, out, err = await sh(
+        curl, "--http1.1", "-sS", "-v", "-T", str(data), "-H", "Expect: 100-continue",
+        "--expect100-timeout", "60", f"{proxy.url}/echo",
+    )
+    assert code == 0, err
+    assert err.count(b"< HTTP/1.1 100 Continue") == 1
+    got = json.loads(out)
+    assert got["method"] == "PUT"
+    assert got["size"] == data.stat().st_size
+    assert got["content_length"] == str(data.stat().st_size)
+    assert got["expect"] is None  # Fender answered the expectation itself
+
+
+async def test_curl_upload_from_stdin_goes_chunked(echo, proxy_factory, curl):
+    _, url = echo
+    proxy = await proxy_factory(fender_config(url))
+    body = b"".join(blocks(8, 10_000))
+    code, out, err = await sh(curl, "--http1.1", "-sS", "-T", "-", f"{proxy.url}/echo", stdin=body)
+    assert code == 0, err
+    got = json.loads(out)
+    assert got["size"] == len(body)
+    assert got["sha256"] == hashlib.sha256(body).hexdigest()
+
+
+async def test_curl_raw_sees_valid_chunked_framing_of_an_unsized_answer(echo, proxy_factory, curl):
+    _, url = echo
+    proxy = await proxy_factory(fender_config(url))
+    size = 300_000
+    code, out, err = await sh(curl, "--http1.1", "-sS", "--raw", f"{proxy.url}/big/{size}?length=no")
+    assert code == 0, err
+    decoded, at = b"", 0
+    while True:  # decode by hand: what curl printed is the wire's chunked encoding
+        end = out.index(b"\r\n", at)
+        length = int(out[at:end].split(b";")[0], 16)
+        if length == 0:
+            assert out[end:] == b"\r\n\r\n"
+            break
+        decoded += out[end + 2 : end + 2 + length]
+        assert out[end + 2 + length : end + 4 + length] == b"\r\n"
+        at = end + 4 + length
+    assert decoded == pattern(size)
+
+
+async def test_curl_reuses_its_connection_and_head_has_no_body(echo, proxy_factory, curl):
+    _, url = echo
+    proxy = await proxy_factory(fender_config(url))
+    code, out, err = await sh(curl, "--http1.1", "-sS", "-v", f"{proxy.url}/hello", f"{proxy.url}/hello")
+    assert code == 0, err
+    assert out == b"hellohello"
+    assert b"Re-using existing connection" in err
+    code, out, err = await sh(curl, "--http1.1", "-sS", "-v", "-I", f"{proxy.url}/big/1000", f"{proxy.url}/big/1000")
+    assert code == 0, err
+    assert out.lower().count(b"content-length: 1000\r\n") == 2
+    assert b"Re-using existing connection" in err
+    assert b"Excess found" not in err
