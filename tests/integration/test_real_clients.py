@@ -30,7 +30,7 @@ from websockets.asyncio.server import serve as ws_serve
 
 from tests.support.fake_openai import WORDS, FakeOpenAI
 from tests.support.gunicorn import Gunicorn
-from tests.support.proxy import config
+from tests.support.proxy import config, wait_for
 from tests.support.tools import _apt, run
 from tests.support.wire import at_eof, read_answer
 from tests.support.wsgi_upstream import pattern
@@ -66,16 +66,20 @@ async def aiohttp_upstream(aiohttp_server: Any, routes: dict[str, Any]) -> str:
     return f"http://127.0.0.1:{server.port}"
 
 
-def fender_config(url: str, *, policy: dict[str, Any] | None = None, **route: Any) -> dict[str, Any]:
-    """One route to one upstream at `url`, with `policy` when given."""
+def fender_config(
+    url: str,
+    *,
+    policy: dict[str, Any] | None = None,
+    listener: dict[str, Any] | None = None,
+    **route: Any,
+) -> dict[str, Any]:
+    """One route to one upstream at `url`, with `policy` and listener settings when given."""
     routes = [{"name": "all", "upstream": "up", **route}]
     top: dict[str, Any] = {}
     if policy is not None:
         routes[0]["policy"] = "p"
         top["policies"] = {"p": policy}
-    listener = route.pop("listener", None)
     if listener is not None:
-        routes[0].pop("listener", None)
         top["listener"] = listener
     return config({"up": {"endpoints": [url]}}, routes, **top)
 
@@ -524,3 +528,147 @@ async def test_curl_reuses_its_connection_and_head_has_no_body(echo, proxy_facto
     assert out.lower().count(b"content-length: 1000\r\n") == 2
     assert b"Re-using existing connection" in err
     assert b"Excess found" not in err
+
+
+# WebSocket through a route with `upgrade: [websocket]`.
+
+
+class WsServer:
+    """A `websockets` server: /echo echoes, /close closes with 4000, /wait records how
+    the client closed."""
+
+    def __init__(self) -> None:
+        self.closed_with: asyncio.Future[tuple[int | None, str | None]] | None = None
+
+    async def handler(self, ws: Any) -> None:
+        path = ws.request.path
+        if path == "/echo":
+            async for message in ws:
+                await ws.send(message)
+        elif path == "/close":
+            await ws.send("going")
+            await ws.close(4000, "bye")
+        elif path == "/wait":
+            await ws.wait_closed()
+            assert self.closed_with is not None
+            self.closed_with.set_result((ws.close_code, ws.close_reason))
+
+
+@pytest.fixture
+async def ws_upstream() -> AsyncIterator[tuple[WsServer, str]]:
+    server = WsServer()
+    server.closed_with = asyncio.get_running_loop().create_future()
+    async with ws_serve(server.handler, "127.0.0.1", 0, max_size=None) as running:
+        port = running.sockets[0].getsockname()[1]
+        yield server, f"http://127.0.0.1:{port}"
+
+
+def ws_config(url: str) -> dict[str, Any]:
+    return fender_config(url, upgrade=["websocket"])
+
+
+async def test_websocket_echo_of_text_and_large_binary_frames(ws_upstream, proxy_factory):
+    proxy = await proxy_factory(ws_config(ws_upstream[1]))
+    big = pattern(8 * MiB)
+    # Uncompressed, so that the tunnel carries the 8 MiB (permessage-deflate would shrink it).
+    uri = f"ws://127.0.0.1:{proxy.port}/echo"
+    async with ws_connect(uri, max_size=None, open_timeout=5, compression=None) as ws:
+        await ws.send("hello")
+        assert await asyncio.wait_for(ws.recv(), 5) == "hello"
+        await ws.send(big)
+        assert await asyncio.wait_for(ws.recv(), 10) == big
+        for i in range(50):
+            await ws.send(f"m{i}")
+        assert [await asyncio.wait_for(ws.recv(), 5) for _ in range(50)] == [f"m{i}" for i in range(50)]
+
+    async def counted() -> bool:  # when the tunnel ends
+        sent = proxy.metric("fender_tunnel_bytes_total", route="all", direction="upstream")
+        received = proxy.metric("fender_tunnel_bytes_total", route="all", direction="downstream")
+        return sent > len(big) and received > len(big)
+
+    await wait_for(counted, 5)
+
+
+async def test_websocket_server_close_reaches_the_client_with_its_code(ws_upstream, proxy_factory):
+    proxy = await proxy_factory(ws_config(ws_upstream[1]))
+    async with ws_connect(f"ws://127.0.0.1:{proxy.port}/close", open_timeout=5) as ws:
+        assert await asyncio.wait_for(ws.recv(), 5) == "going"
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+    assert (ws.close_code, ws.close_reason) == (4000, "bye")
+
+
+async def test_websocket_client_close_reaches_the_server_and_ends_the_tunnel(ws_upstream, proxy_factory):
+    server, url = ws_upstream
+    proxy = await proxy_factory(ws_config(url))
+    async with ws_connect(f"ws://127.0.0.1:{proxy.port}/wait", open_timeout=5, close_timeout=5) as ws:
+        await ws.close(1000, "done")
+    assert ws.close_code == 1000
+    assert server.closed_with is not None
+    assert await asyncio.wait_for(server.closed_with, 5) == (1000, "done")
+
+    async def closed() -> bool:
+        return proxy.metric("fender_tunnels_open", route="all") == 0
+
+    await wait_for(closed, 5)
+    assert proxy.metric("fender_requests_total", route="all", outcome="ok") == 1
+
+
+async def test_websocket_101_says_upgrade_and_has_no_body_framing(ws_upstream, proxy_factory):
+    """RFC 9110 section 8.6: no Content-Length in a 1xx; section 7.8 and RFC 6455 section
+    4.2.2: the 101 says `Connection: Upgrade`, and the connection is not about to close."""
+    proxy = await proxy_factory(ws_config(ws_upstream[1]))
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(
+            b"GET /echo HTTP/1.1\r\nHost: app.local\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        answer = await read_answer(reader)
+    finally:
+        writer.close()
+    assert answer.status == 101
+    assert answer.get("sec-websocket-accept") == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    tokens = [t.strip().lower() for v in answer.getall("connection") for t in v.split(b",")]
+    assert b"upgrade" in tokens
+    assert b"close" not in tokens
+    assert answer.get("content-length") is None
+
+
+async def test_websocket_client_library_handshake_through_fender(ws_upstream, proxy_factory):
+    """websocket-client keeps one value per header name (the last one): its handshake
+    sees what the 101's last Connection line says."""
+    import websocket  # websocket-client
+
+    proxy = await proxy_factory(ws_config(ws_upstream[1]))
+
+    def talk() -> str:
+        ws = websocket.create_connection(f"ws://127.0.0.1:{proxy.port}/echo", timeout=5)
+        try:
+            ws.send("ping")
+            return str(ws.recv())
+        finally:
+            ws.close()
+
+    assert await asyncio.to_thread(talk) == "ping"
+
+
+async def test_aiohttp_websocket_client_and_server_through_fender(aiohttp_server, proxy_factory, client):
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        async for message in ws:
+            if message.type == web.WSMsgType.BINARY:
+                await ws.send_bytes(message.data[::-1])
+            else:
+                await ws.send_str(message.data.upper())
+        return ws
+
+    url = await aiohttp_upstream(aiohttp_server, {"GET /ws": handler})
+    proxy = await proxy_factory(ws_config(url))
+    async with client.ws_connect(f"{proxy.url}/ws", max_msg_size=0) as ws:
+        await ws.send_str("abc")
+        assert (await ws.receive(timeout=5)).data == "ABC"
+        data = pattern(3 * MiB)
+        await ws.send_bytes(data)
+        assert (await ws.receive(timeout=10)).data == data[::-1]
