@@ -672,3 +672,444 @@ async def test_aiohttp_websocket_client_and_server_through_fender(aiohttp_server
         data = pattern(3 * MiB)
         await ws.send_bytes(data)
         assert (await ws.receive(timeout=10)).data == data[::-1]
+
+
+# HTTP/1.1 at the edge, with raw sockets.
+
+
+class Conformance:
+    """An aiohttp upstream for the framing tests; counts what it was asked."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+        self.written = 0  # bytes of /endless written so far
+        self.hold: asyncio.Event = asyncio.Event()
+
+    async def any(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.seen.append(
+            {"method": request.method, "path": request.path, "body": body, "headers": dict(request.headers)}
+        )
+        path = request.path
+        if path == "/slow":
+            await asyncio.wait_for(self.hold.wait(), 5)  # the answer after it must wait
+        if path == "/204":
+            return web.Response(status=204)
+        if path == "/304":
+            return web.Response(status=304, headers={"etag": '"v1"'})
+        if path == "/length":
+            response = web.Response(body=b"x" * 1000)
+            if request.method == "HEAD":
+                response = web.Response(headers={"content-length": "1000"})
+            return response
+        if path == "/close":
+            response = web.Response(text="closing")
+            response.force_close()
+            return response
+        if path == "/unsized":
+            stream = web.StreamResponse()
+            await stream.prepare(request)
+            await stream.write(b"no length ")
+            await asyncio.sleep(0.05)  # so that the answer streams (no length known up front)
+            await stream.write(b"here")
+            await stream.write_eof()
+            return stream
+        return web.Response(body=b"%s %s %s" % (request.method.encode(), path.encode(), body))
+
+    async def endless(self, request: web.Request) -> web.StreamResponse:
+        size = int(request.query.get("size", str(48 * MiB)))
+        stream = web.StreamResponse()
+        stream.content_length = size
+        await stream.prepare(request)
+        block = pattern(64 * 1024)
+        while self.written < size:
+            await stream.write(block)
+            self.written += len(block)
+        return stream
+
+
+@pytest.fixture
+async def conformance(aiohttp_server: Any) -> tuple[Conformance, str]:
+    upstream = Conformance()
+    app = web.Application()
+    app.router.add_get("/endless", upstream.endless)
+    app.router.add_route("*", "/{tail:.*}", upstream.any)
+    server = await aiohttp_server(app)
+    return upstream, f"http://127.0.0.1:{server.port}"
+
+
+async def opened(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_pipelined_requests_in_one_write_are_answered_in_order(conformance, proxy_factory):
+    """RFC 9112 section 9.3.2: answers in the order of the requests, even when the first
+    one is the slowest."""
+    upstream, url = conformance
+    proxy = await proxy_factory(fender_config(url))
+    reader, writer = await opened(proxy.port)
+    writer.write(
+        b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"
+        b"GET /c?q=1 HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"HEAD /length HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"GET /d HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
+    asyncio.get_running_loop().call_later(0.2, upstream.hold.set)
+    try:
+        answers = [await read_answer(reader, method) for method in ("GET", "POST", "GET", "HEAD", "GET")]
+        assert await at_eof(reader)
+    finally:
+        writer.close()
+    assert [a.body for a in answers] == [b"GET /slow ", b"POST /b hello", b"GET /c ", b"", b"GET /d "]
+    assert answers[3].get("content-length") == b"1000"
+    assert answers[4].get("connection") == b"close"
+
+
+async def test_head_204_and_304_keep_the_framing_of_a_keep_alive_connection(conformance, proxy_factory):
+    """RFC 9112 section 6.3: no body after HEAD, 204 or 304, and none announced for 204
+    (RFC 9110 section 8.6); what follows on the connection is the next answer."""
+    _, url = conformance
+    proxy = await proxy_factory(fender_config(url))
+    reader, writer = await opened(proxy.port)
+    try:
+        for method, path in (("HEAD", "/length"), ("GET", "/204"), ("GET", "/304"), ("GET", "/length")):
+            writer.write(b"%s %s HTTP/1.1\r\nHost: a\r\n\r\n" % (method.encode(), path.encode()))
+        head = await read_answer(reader, "HEAD")
+        no_content = await read_answer(reader)
+        not_modified = await read_answer(reader)
+        last = await read_answer(reader)
+    finally:
+        writer.close()
+    assert (head.status, head.get("content-length"), head.body) == (200, b"1000", b"")
+    assert no_content.status == 204
+    assert no_content.get("content-length") is None and no_content.get("transfer-encoding") is None
+    assert (not_modified.status, not_modified.get("etag")) == (304, b'"v1"')
+    assert (last.status, last.body) == (200, b"x" * 1000)
+
+
+async def test_chunked_request_body_with_extensions_and_trailers(conformance, proxy_factory):
+    """Chunk extensions are ignored and the trailer section ends the body (RFC 9112
+    section 7.1). A trailer field is not merged into the header section (RFC 9110
+    section 6.5.1: MUST NOT unless its definition allows it): the upstream never sees it as
+    a header. The next request on the connection is served."""
+    upstream, url = conformance
+    proxy = await proxy_factory(fender_config(url))
+    reader, writer = await opened(proxy.port)
+    try:
+        writer.write(
+            b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n"
+            b"5;name=value\r\nhello\r\n"
+            b'6;quoted="a b";flag\r\n world\r\n'
+            b"0\r\nX-Checksum: abc123\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"
+            b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
+        first = await read_answer(reader, "POST")
+        second = await read_answer(reader)
+    finally:
+        writer.close()
+    assert (first.status, first.body) == (200, b"POST /upload hello world")
+    assert (second.status, second.body) == (200, b"GET /next ")
+    headers = {k.lower() for k in upstream.seen[0]["headers"]}
+    assert "x-checksum" not in headers
+    assert upstream.seen[0]["headers"].get("X-Forwarded-For") is None
+
+
+async def test_chunked_trailers_sent_after_the_request_started(conformance, proxy_factory):
+    """The same request with its last chunk and trailers in a later write."""
+    upstream, url = conformance
+    proxy = await proxy_factory(fender_config(url))
+    reader, writer = await opened(proxy.port)
+    try:
+        writer.write(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.1)  # the request is on its way upstream, body unfinished
+        writer.write(b"0\r\nX-Checksum: abc123\r\n\r\n")
+        answer = await read_answer(reader, "POST")
+    finally:
+        writer.close()
+    assert (answer.status, answer.body) == (200, b"POST /upload hello")
+    assert "x-checksum" not in {k.lower() for k in upstream.seen[0]["headers"]}
+
+
+async def test_connection_close_from_the_app_ends_after_one_answer(conformance, proxy_factory):
+    upstream, url = conformance
+    proxy = await proxy_factory(fender_config(url))
+    reader, writer = await opened(proxy.port)
+    try:
+        writer.write(
+            b"GET /one HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
+        answer = await read_answer(reader)
+        assert await at_eof(reader)
+    finally:
+        writer.close()
+    assert (answer.status, answer.get("connection")) == (200, b"close")
+    assert [s["path"] for s in upstream.seen] == ["/one"]  # the request after close is not served
+
+
+async def test_connection_close_from_the_upstream_stays_on_its_own_hop(conformance, proxy_factory):
+    """The upstream closes its connection after answering; the app's connection is another
+    hop: it is not told to close, and its next request goes on a fresh upstream connection."""
+    upstream, url = conformance
+    proxy = await proxy_factory(fender_config(url))
+    reader, writer = await opened(proxy.port)
+    try:
+        for path in (b"/close", b"/after", b"/unsized", b"/last"):
+            writer.write(b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % path)
+            answer = await read_answer(reader)
+            assert answer.status == 200
+            assert answer.get("connection") is None, path
+    finally:
+        writer.close()
+    assert [s["path"] for s in upstream.seen] == ["/close", "/after", "/unsized", "/last"]
+
+
+async def test_http10_keep_alive_is_kept_and_plain_http10_is_closed(conformance, proxy_factory):
+    """RFC 9112 section 9.3 and appendix C.2.2: an HTTP/1.0 client that asks for keep-alive
+    gets a length and `Connection: keep-alive`; an answer of unknown length is framed by
+    closing; a plain HTTP/1.0 request closes after its answer."""
+    _, url = conformance
+    proxy = await proxy_factory(fender_config(url))
+    reader, writer = await opened(proxy.port)
+    try:
+        writer.write(b"GET /a HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n")
+        first = await read_answer(reader)
+        writer.write(b"GET /b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")  # no Host: fine in 1.0
+        second = await read_answer(reader)
+        writer.write(b"GET /unsized HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n")
+        third = await read_answer(reader)  # read to the end: framed by the close
+    finally:
+        writer.close()
+    assert (first.body, first.get("connection"), first.get("content-length")) == (b"GET /a ", b"keep-alive", b"7")
+    assert (second.body, second.get("connection")) == (b"GET /b ", b"keep-alive")
+    assert third.get("transfer-encoding") is None  # no chunked coding for a 1.0 client
+    assert (third.body, third.get("connection")) == (b"no length here", b"close")
+    reader, writer = await opened(proxy.port)
+    try:
+        writer.write(b"GET /plain HTTP/1.0\r\n\r\n")
+        plain = await read_answer(reader)
+        assert await at_eof(reader)
+    finally:
+        writer.close()
+    assert plain.body == b"GET /plain "
+
+
+async def test_http10_expect_100_continue_is_ignored(conformance, proxy_factory):
+    """RFC 9110 section 10.1.1: a server that receives a 100-continue expectation in an
+    HTTP/1.0 request MUST ignore it (no 1xx to a 1.0 client: RFC 9110 section 15.2)."""
+    _, url = conformance
+    proxy = await proxy_factory(fender_config(url))
+    reader, writer = await opened(proxy.port)
+    try:
+        writer.write(b"POST /e HTTP/1.0\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(b"body")
+        data = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    assert data.startswith(b"HTTP/1.1 200 "), data[:40]
+    assert b"100 Continue" not in data
+    assert data.endswith(b"POST /e body")
+
+
+SLOW = {"limits": {"header_timeout": "1s", "body_timeout": "1s"}}
+
+
+async def test_slowloris_head_is_cut_at_header_timeout(conformance, proxy_factory):
+    """A head trickling in a byte at a time is dropped `header_timeout` after its first
+    byte, though bytes keep coming; nothing reaches the upstream."""
+    upstream, url = conformance
+    proxy = await proxy_factory(fender_config(url, listener=SLOW))
+    reader, writer = await opened(proxy.port)
+    head = b"GET /slowloris HTTP/1.1\r\nHost: a\r\nX-Padding: " + b"p" * 40 + b"\r\n\r\n"
+    sent = 0
+    try:
+        for byte in head:  # 0.1 s a byte: 7 s for the whole head
+            writer.write(bytes([byte]))
+            await writer.drain()
+            sent += 1
+            if reader.at_eof():
+                break
+            try:
+                if await asyncio.wait_for(reader.read(1), 0.1) == b"":
+                    break
+            except TimeoutError:
+                continue
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+    assert sent < len(head) // 2  # cut after about 10 bytes (1 s), not after the head
+    assert upstream.seen == []
+
+
+async def test_slow_request_body_gets_408_at_body_timeout(conformance, proxy_factory):
+    upstream, url = conformance
+    proxy = await proxy_factory(fender_config(url, listener=SLOW))
+    reader, writer = await opened(proxy.port)
+    try:
+        writer.write(b"POST /stalled HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
+        answer = await read_answer(reader, "POST", timeout=5)
+        assert await at_eof(reader)
+    finally:
+        writer.close()
+    assert answer.status == 408
+    assert answer.get("x-fender-reason") == b"body_timeout"
+    assert answer.get("connection") == b"close"
+
+
+async def test_steady_slow_request_body_is_not_cut(conformance, proxy_factory):
+    """Pauses shorter than body_timeout, however many: the body is slow, not stalled."""
+    upstream, url = conformance
+    proxy = await proxy_factory(fender_config(url, listener=SLOW))
+    reader, writer = await opened(proxy.port)
+    try:
+        writer.write(b"POST /steady HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n")
+        for piece in (b"01", b"23", b"45", b"67", b"89"):
+            await asyncio.sleep(0.4)  # 2 s in all, 0.4 s at a time: past body_timeout in sum only
+            writer.write(piece)
+        answer = await read_answer(reader, "POST")
+    finally:
+        writer.close()
+    assert (answer.status, answer.body) == (200, b"POST /steady 0123456789")
+
+
+async def stalled(upstream: Conformance) -> int:
+    """What the upstream managed to write once it stopped making progress."""
+    last = -1
+    for _ in range(100):
+        await asyncio.sleep(0.1)
+        if upstream.written == last:
+            return last
+        last = upstream.written
+    raise AssertionError("the upstream never stopped writing")
+
+
+async def test_client_that_stops_reading_holds_bounded_memory_and_others_are_served(
+    conformance, proxy_factory, client
+):
+    """The app reads the head of a 48 MiB answer and stops: Fender stops reading the
+    upstream (backpressure), so only socket buffers' worth is in flight; other requests
+    are served meanwhile; when the app reads again it gets every byte."""
+    upstream, url = conformance
+    proxy = await proxy_factory(fender_config(url))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.connect(("127.0.0.1", proxy.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=64 * 1024)
+    try:
+        writer.write(b"GET /endless HTTP/1.1\r\nHost: a\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        held = await stalled(upstream)
+        assert held < 16 * MiB
+        async with client.get(f"{proxy.url}/other") as resp:
+            assert await resp.read() == b"GET /other "
+        left, received = 48 * MiB, 0
+        digest = hashlib.sha256()
+        while received < left:
+            block = await asyncio.wait_for(reader.read(1 << 20), 5)
+            assert block, "cut short"
+            digest.update(block)
+            received += len(block)
+    finally:
+        writer.close()
+    assert received == left
+    assert digest.hexdigest() == hashlib.sha256(pattern(64 * 1024) * (left // (64 * 1024))).hexdigest()
+
+
+async def test_client_paused_longer_than_idle_still_gets_the_whole_answer(conformance, proxy_factory):
+    """`idle` is the longest silence of the upstream. While the app itself does not read,
+    Fender holds the upstream back: that pause is the app's, the upstream is not idle, and
+    the answer must not be cut as an upstream timeout."""
+    upstream, url = conformance
+    proxy = await proxy_factory(fender_config(url, policy={"timeouts": {"idle": "1s"}}))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.connect(("127.0.0.1", proxy.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=64 * 1024)
+    size = 16 * MiB
+    try:
+        writer.write(b"GET /endless?size=%d HTTP/1.1\r\nHost: a\r\n\r\n" % size)
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        await stalled(upstream)
+        await asyncio.sleep(1.5)  # the app does not read for longer than idle
+        received = 0
+        while received < size:
+            block = await asyncio.wait_for(reader.read(1 << 20), 5)
+            if not block:
+                break
+            received += len(block)
+    finally:
+        writer.close()
+    assert received == size
+    assert proxy.metric("fender_requests_total", route="all", outcome="ok") == 1
+
+
+class CloseAfterAnswer:
+    """A raw upstream that answers with keep-alive framing (a length, no `close`) and then
+    closes: at once (`when="answered"`), or when the next request comes (`when="next"`,
+    the keep-alive race: its idle timeout crossed that request)."""
+
+    def __init__(self, when: str) -> None:
+        self.when = when
+        self.requests = 0
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> CloseAfterAnswer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            self.requests += 1
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok")
+            await writer.drain()
+            if self.when == "next":
+                await reader.readuntil(b"\r\n\r\n")  # read, never answered
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.mark.parametrize("when", ["answered", "next"])
+async def test_upstream_closing_a_keep_alive_connection_never_fails_the_next_request(proxy_factory, when):
+    async with CloseAfterAnswer(when) as upstream:
+        proxy = await proxy_factory(fender_config(upstream.url))
+        reader, writer = await opened(proxy.port)
+        try:
+            for i in range(10):
+                writer.write(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i)
+                answer = await read_answer(reader)
+                assert (answer.status, answer.body) == (200, b"ok"), (i, answer.head)
+        finally:
+            writer.close()
+    assert upstream.requests >= 10
+    assert proxy.metric("fender_requests_total", route="all", outcome="ok") == 10
+
+
+async def test_curl_http2_offer_on_plain_http_falls_back_to_http11(echo, proxy_factory, curl):
+    """`curl --http2 http://...` offers `Upgrade: h2c` on an otherwise complete HTTP/1.1
+    request. A server MAY ignore an Upgrade it does not want (RFC 9110 section 7.8), and
+    curl then carries on in HTTP/1.1: a route without `upgrade` should answer the request,
+    not refuse it (501 is for a protocol the app needs, like WebSocket)."""
+    _, url = echo
+    proxy = await proxy_factory(fender_config(url))
+    code, out, err = await sh(curl, "-sS", "--http2", f"{proxy.url}/hello")
+    assert code == 0, err
+    assert out == b"hello"
