@@ -16,7 +16,6 @@ import json
 import shutil
 import socket
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,7 +30,7 @@ from websockets.asyncio.server import serve as ws_serve
 from tests.support.fake_openai import WORDS, FakeOpenAI
 from tests.support.gunicorn import Gunicorn
 from tests.support.proxy import config, wait_for
-from tests.support.tools import _apt, run
+from tests.support.tools import _apt
 from tests.support.wire import at_eof, read_answer
 from tests.support.wsgi_upstream import pattern
 
@@ -84,7 +83,9 @@ def fender_config(
     return config({"up": {"endpoints": [url]}}, routes, **top)
 
 
-async def sh(*args: str, stdin: bytes | None = None, timeout: float = 20.0) -> tuple[int, bytes, bytes]:
+async def sh(
+    *args: str, stdin: bytes | None = None, timeout: float = 20.0
+) -> tuple[int, bytes, bytes]:
     proc = await asyncio.create_subprocess_exec(
         *args,
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
@@ -101,7 +102,8 @@ async def raw_get(port: int, target: str, extra: bytes = b"") -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(
-            b"GET %s HTTP/1.1\r\nHost: app.local\r\n%sConnection: close\r\n\r\n" % (target.encode(), extra)
+            b"GET %s HTTP/1.1\r\nHost: app.local\r\n%sConnection: close\r\n\r\n"
+            % (target.encode(), extra)
         )
         return await asyncio.wait_for(reader.read(), 10)
     finally:
@@ -111,7 +113,9 @@ async def raw_get(port: int, target: str, extra: bytes = b"") -> bytes:
 # httpbin under gunicorn: a real upstream.
 
 
-async def test_httpbin_drip_slow_body_with_content_length_is_not_a_timeout(httpbin, proxy_factory, client):
+async def test_httpbin_drip_slow_body_with_content_length_is_not_a_timeout(
+    httpbin, proxy_factory, client
+):
     """/drip sends its head at once (with a Content-Length) and its body over 2 s: `per_try`
     ends at the response head, so a slow healthy body is relayed, not turned into 504."""
     policy = {"timeouts": {"per_try": "1s"}, "retry": {"attempts": 3, "backoff": {"base": "10ms"}}}
@@ -210,6 +214,50 @@ async def test_httpbin_headers_sees_no_hop_by_hop_and_the_endpoint_host(httpbin,
         assert name not in seen, name
 
 
+async def test_httpbin_set_cookie_lines_range_and_etag_304(httpbin, proxy_factory):
+    """Two Set-Cookie fields stay two lines (RFC 9110 section 5.3 forbids joining them);
+    a Range request gets gunicorn's 206; a matching If-None-Match gets a bodyless 304 and
+    the connection serves the next request."""
+    proxy = await proxy_factory(fender_config(httpbin.url))
+    reader, writer = await opened(proxy.port)
+    try:
+        writer.write(b"GET /cookies/set?a=1&b=2 HTTP/1.1\r\nHost: a\r\n\r\n")
+        cookies = await read_answer(reader)
+        writer.write(b"GET /range/1000 HTTP/1.1\r\nHost: a\r\nRange: bytes=10-19\r\n\r\n")
+        ranged = await read_answer(reader)
+        writer.write(b'GET /etag/v1 HTTP/1.1\r\nHost: a\r\nIf-None-Match: "v1"\r\n\r\n')
+        not_modified = await read_answer(reader)
+        writer.write(b"GET /get HTTP/1.1\r\nHost: a\r\n\r\n")
+        after = await read_answer(reader)
+    finally:
+        writer.close()
+    assert cookies.status == 302
+    assert sorted(v.split(b";")[0] for v in cookies.getall("set-cookie")) == [b"a=1", b"b=2"]
+    assert (ranged.status, ranged.get("content-range"), ranged.body) == (
+        206,
+        b"bytes 10-19/1000",
+        b"klmnopqrst",
+    )
+    assert (not_modified.status, not_modified.body) == (304, b"")
+    assert not_modified.get("etag") == b"v1"  # httpbin sends it unquoted
+    assert after.status == 200 and json.loads(after.body)["url"].endswith("/get")
+
+
+async def test_requests_chunked_upload_to_gunicorn(httpbin, proxy_factory):
+    proxy = await proxy_factory(fender_config(httpbin.url))
+
+    def upload() -> dict[str, Any]:
+        with requests.Session() as session:
+            parts = (b"part %d;" % i for i in range(500))
+            resp = session.post(f"{proxy.url}/anything", data=parts, timeout=10)
+            resp.raise_for_status()
+            return resp.json()  # type: ignore[no-any-return]
+
+    got = await asyncio.to_thread(upload)
+    assert got["data"] == "".join(f"part {i};" for i in range(500))
+    assert got["headers"].get("Transfer-Encoding") == "chunked"
+
+
 async def test_requests_downloads_several_mib_from_gunicorn(httpbin, proxy_factory):
     proxy = await proxy_factory(fender_config(httpbin.url))
     size = 12 * MiB + 123
@@ -246,14 +294,22 @@ def sdk(proxy: Any, *, max_retries: int = 2) -> openai.AsyncOpenAI:
 
 
 MESSAGES = [{"role": "user", "content": "say hello"}]
-LLM_RETRY = {"retry": {"attempts": 3, "backoff": {"base": "10ms"}, "idempotency_header": "x-stainless-retry-count"}}
+LLM_RETRY = {
+    "retry": {
+        "attempts": 3,
+        "backoff": {"base": "10ms"},
+        "idempotency_header": "x-stainless-retry-count",
+    }
+}
 
 
 async def test_openai_sdk_streams_a_chat_completion_chunk_by_chunk(fake_openai, proxy_factory):
     """Each SSE event reaches the SDK while the upstream still holds the next one back."""
     proxy = await proxy_factory(fender_config(fake_openai.url))
     async with sdk(proxy) as api:
-        stream = await api.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+        stream = await api.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        )
         words = []
         async for event in stream:
             if event.choices and event.choices[0].delta.content:
@@ -268,7 +324,9 @@ async def test_openai_sdk_streams_a_chat_completion_chunk_by_chunk(fake_openai, 
 async def test_openai_sdk_plain_completion_and_its_headers(fake_openai, proxy_factory):
     proxy = await proxy_factory(fender_config(fake_openai.url))
     async with sdk(proxy) as api:
-        raw = await api.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
+        raw = await api.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=MESSAGES
+        )
         completion = raw.parse()
     assert completion.choices[0].message.content == "".join(WORDS)
     assert completion.usage is not None and completion.usage.total_tokens == 8
@@ -280,7 +338,9 @@ async def test_openai_429_retried_by_fender_as_retry_after_ms_asks(fake_openai, 
     fake_openai.plan = [("429", {"retry-after-ms": "30"}), "ok"]
     proxy = await proxy_factory(fender_config(fake_openai.url, policy=LLM_RETRY))
     async with sdk(proxy, max_retries=0) as api:
-        raw = await api.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
+        raw = await api.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=MESSAGES
+        )
     assert raw.parse().choices[0].message.content == "".join(WORDS)
     assert raw.headers["x-fender-attempts"] == "2"
     assert raw.headers["x-fender-outcome"] == "retried"
@@ -292,7 +352,9 @@ async def test_openai_429_retried_by_fender_as_retry_after_ms_asks(fake_openai, 
     [{"retry-after-ms": "20"}, {"retry-after-ms": "20", "retry-after": "1"}],
     ids=["retry-after-ms", "retry-after-ms+retry-after"],
 )
-async def test_openai_sdk_does_not_multiply_fender_retries_of_a_429(fake_openai, proxy_factory, limit_headers):
+async def test_openai_sdk_does_not_multiply_fender_retries_of_a_429(
+    fake_openai, proxy_factory, limit_headers
+):
     """Fender made its 3 attempts: the answer says `x-should-retry: false`, which the SDK
     obeys before anything else, so its own max_retries=2 adds no call (not 3 x 3 = 9)."""
     fake_openai.plan = [("429", limit_headers)]
@@ -307,14 +369,18 @@ async def test_openai_sdk_does_not_multiply_fender_retries_of_a_429(fake_openai,
     assert len(fake_openai.calls) == 3
 
 
-async def test_openai_sdk_retries_fenders_local_429_after_its_retry_after(fake_openai, proxy_factory):
+async def test_openai_sdk_retries_fenders_local_429_after_its_retry_after(
+    fake_openai, proxy_factory
+):
     """A local rate limit answers 429 with Retry-After and no `x-should-retry: false`: the
     SDK waits as told and tries again, and then gets through."""
     policy = {"rate_limit": {"rate": "1/s", "burst": 1}}
     proxy = await proxy_factory(fender_config(fake_openai.url, policy=policy))
     async with sdk(proxy, max_retries=1) as api:
         await api.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-        raw = await api.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
+        raw = await api.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=MESSAGES
+        )
     assert raw.retries_taken == 1
     assert raw.headers["x-fender-outcome"] == "ok"
     assert len(fake_openai.calls) == 2
@@ -396,7 +462,7 @@ def blocks(count: int, size: int = 64 * 1024) -> Iterator[bytes]:
 def connections_made(session: requests.Session) -> int:
     """How many connections urllib3 opened for this session, all hosts together."""
     pools = session.get_adapter("http://").poolmanager.pools
-    return sum(pools[key].num_connections for key in pools.keys())
+    return sum(pools[key].num_connections for key in pools)
 
 
 async def test_requests_session_keeps_one_connection_alive_through_fender(echo, proxy_factory):
@@ -414,7 +480,7 @@ async def test_requests_session_keeps_one_connection_alive_through_fender(echo, 
 
 
 async def test_requests_chunked_upload_from_a_generator_then_reuse(echo, proxy_factory):
-    seen, url = echo
+    _seen, url = echo
     proxy = await proxy_factory(fender_config(url))
 
     def upload() -> tuple[dict[str, Any], str, int]:
@@ -436,8 +502,8 @@ async def test_httpx_sync_streams_a_download_and_a_generator_upload(echo, proxy_
 
     def run_client() -> tuple[int, str, dict[str, Any]]:
         with httpx.Client(http1=True, http2=False, timeout=10) as http:
+            digest, total = hashlib.sha256(), 0
             with http.stream("GET", f"{proxy.url}/big/{size}?length=no") as resp:
-                digest, total = hashlib.sha256(), 0
                 for block in resp.iter_bytes():
                     digest.update(block)
                     total += len(block)
@@ -456,26 +522,39 @@ async def test_httpx_async_reads_sse_events_as_they_are_sent(echo, proxy_factory
     gate, url = echo[0].gate, echo[1]
     proxy = await proxy_factory(fender_config(url))
     events = []
-    async with httpx.AsyncClient(http1=True, http2=False, timeout=10) as http:
-        async with http.stream("GET", f"{proxy.url}/sse") as resp:
-            assert resp.headers["content-type"] == "text/event-stream"
-            async for line in resp.aiter_lines():
-                if line:
-                    events.append(line)
-                    gate.put_nowait(None)  # the upstream sends the next event only now
+    async with (
+        httpx.AsyncClient(http1=True, http2=False, timeout=10) as http,
+        http.stream("GET", f"{proxy.url}/sse") as resp,
+    ):
+        assert resp.headers["content-type"] == "text/event-stream"
+        async for line in resp.aiter_lines():
+            if line:
+                events.append(line)
+                gate.put_nowait(None)  # the upstream sends the next event only now
     assert events == [f"data: event {i}" for i in range(4)]
 
 
-async def test_curl_put_with_expect_100_continue_gets_100_before_the_body(echo, proxy_factory, curl, tmp_path):
+async def test_curl_put_with_expect_100_continue_gets_100_before_the_body(
+    echo, proxy_factory, curl, tmp_path
+):
     """curl waits for `100 Continue` before it sends the body (up to --expect100-timeout,
     set far past the test's own timeout): Fender must say it, once, before the answer."""
-    seen, url = echo
+    _seen, url = echo
     proxy = await proxy_factory(fender_config(url))
     data = tmp_path / "upload.bin"
     data.write_bytes(b"".join(blocks(32)))
     code, out, err = await sh(
-        curl, "--http1.1", "-sS", "-v", "-T", str(data), "-H", "Expect: 100-continue",
-        "--expect100-timeout", "60", f"{proxy.url}/echo",
+        curl,
+        "--http1.1",
+        "-sS",
+        "-v",
+        "-T",
+        str(data),
+        "-H",
+        "Expect: 100-continue",
+        "--expect100-timeout",
+        "60",
+        f"{proxy.url}/echo",
     )
     assert code == 0, err
     assert err.count(b"< HTTP/1.1 100 Continue") == 1
@@ -501,7 +580,9 @@ async def test_curl_raw_sees_valid_chunked_framing_of_an_unsized_answer(echo, pr
     _, url = echo
     proxy = await proxy_factory(fender_config(url))
     size = 300_000
-    code, out, err = await sh(curl, "--http1.1", "-sS", "--raw", f"{proxy.url}/big/{size}?length=no")
+    code, out, err = await sh(
+        curl, "--http1.1", "-sS", "--raw", f"{proxy.url}/big/{size}?length=no"
+    )
     assert code == 0, err
     decoded, at = b"", 0
     while True:  # decode by hand: what curl printed is the wire's chunked encoding
@@ -519,11 +600,15 @@ async def test_curl_raw_sees_valid_chunked_framing_of_an_unsized_answer(echo, pr
 async def test_curl_reuses_its_connection_and_head_has_no_body(echo, proxy_factory, curl):
     _, url = echo
     proxy = await proxy_factory(fender_config(url))
-    code, out, err = await sh(curl, "--http1.1", "-sS", "-v", f"{proxy.url}/hello", f"{proxy.url}/hello")
+    code, out, err = await sh(
+        curl, "--http1.1", "-sS", "-v", f"{proxy.url}/hello", f"{proxy.url}/hello"
+    )
     assert code == 0, err
     assert out == b"hellohello"
     assert b"Re-using existing connection" in err
-    code, out, err = await sh(curl, "--http1.1", "-sS", "-v", "-I", f"{proxy.url}/big/1000", f"{proxy.url}/big/1000")
+    code, out, err = await sh(
+        curl, "--http1.1", "-sS", "-v", "-I", f"{proxy.url}/big/1000", f"{proxy.url}/big/1000"
+    )
     assert code == 0, err
     assert out.lower().count(b"content-length: 1000\r\n") == 2
     assert b"Re-using existing connection" in err
@@ -579,7 +664,9 @@ async def test_websocket_echo_of_text_and_large_binary_frames(ws_upstream, proxy
         assert await asyncio.wait_for(ws.recv(), 10) == big
         for i in range(50):
             await ws.send(f"m{i}")
-        assert [await asyncio.wait_for(ws.recv(), 5) for _ in range(50)] == [f"m{i}" for i in range(50)]
+        assert [await asyncio.wait_for(ws.recv(), 5) for _ in range(50)] == [
+            f"m{i}" for i in range(50)
+        ]
 
     async def counted() -> bool:  # when the tunnel ends
         sent = proxy.metric("fender_tunnel_bytes_total", route="all", direction="upstream")
@@ -598,10 +685,14 @@ async def test_websocket_server_close_reaches_the_client_with_its_code(ws_upstre
     assert (ws.close_code, ws.close_reason) == (4000, "bye")
 
 
-async def test_websocket_client_close_reaches_the_server_and_ends_the_tunnel(ws_upstream, proxy_factory):
+async def test_websocket_client_close_reaches_the_server_and_ends_the_tunnel(
+    ws_upstream, proxy_factory
+):
     server, url = ws_upstream
     proxy = await proxy_factory(ws_config(url))
-    async with ws_connect(f"ws://127.0.0.1:{proxy.port}/wait", open_timeout=5, close_timeout=5) as ws:
+    async with ws_connect(
+        f"ws://127.0.0.1:{proxy.port}/wait", open_timeout=5, close_timeout=5
+    ) as ws:
         await ws.close(1000, "done")
     assert ws.close_code == 1000
     assert server.closed_with is not None
@@ -653,7 +744,9 @@ async def test_websocket_client_library_handshake_through_fender(ws_upstream, pr
     assert await asyncio.to_thread(talk) == "ping"
 
 
-async def test_aiohttp_websocket_client_and_server_through_fender(aiohttp_server, proxy_factory, client):
+async def test_aiohttp_websocket_client_and_server_through_fender(
+    aiohttp_server, proxy_factory, client
+):
     async def handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
@@ -688,7 +781,12 @@ class Conformance:
     async def any(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self.seen.append(
-            {"method": request.method, "path": request.path, "body": body, "headers": dict(request.headers)}
+            {
+                "method": request.method,
+                "path": request.path,
+                "body": body,
+                "headers": dict(request.headers),
+            }
         )
         path = request.path
         if path == "/slow":
@@ -757,23 +855,38 @@ async def test_pipelined_requests_in_one_write_are_answered_in_order(conformance
     )
     asyncio.get_running_loop().call_later(0.2, upstream.hold.set)
     try:
-        answers = [await read_answer(reader, method) for method in ("GET", "POST", "GET", "HEAD", "GET")]
+        answers = [
+            await read_answer(reader, method) for method in ("GET", "POST", "GET", "HEAD", "GET")
+        ]
         assert await at_eof(reader)
     finally:
         writer.close()
-    assert [a.body for a in answers] == [b"GET /slow ", b"POST /b hello", b"GET /c ", b"", b"GET /d "]
+    assert [a.body for a in answers] == [
+        b"GET /slow ",
+        b"POST /b hello",
+        b"GET /c ",
+        b"",
+        b"GET /d ",
+    ]
     assert answers[3].get("content-length") == b"1000"
     assert answers[4].get("connection") == b"close"
 
 
-async def test_head_204_and_304_keep_the_framing_of_a_keep_alive_connection(conformance, proxy_factory):
+async def test_head_204_and_304_keep_the_framing_of_a_keep_alive_connection(
+    conformance, proxy_factory
+):
     """RFC 9112 section 6.3: no body after HEAD, 204 or 304, and none announced for 204
     (RFC 9110 section 8.6); what follows on the connection is the next answer."""
     _, url = conformance
     proxy = await proxy_factory(fender_config(url))
     reader, writer = await opened(proxy.port)
     try:
-        for method, path in (("HEAD", "/length"), ("GET", "/204"), ("GET", "/304"), ("GET", "/length")):
+        for method, path in (
+            ("HEAD", "/length"),
+            ("GET", "/204"),
+            ("GET", "/304"),
+            ("GET", "/length"),
+        ):
             writer.write(b"%s %s HTTP/1.1\r\nHost: a\r\n\r\n" % (method.encode(), path.encode()))
         head = await read_answer(reader, "HEAD")
         no_content = await read_answer(reader)
@@ -821,7 +934,9 @@ async def test_chunked_trailers_sent_after_the_request_started(conformance, prox
     proxy = await proxy_factory(fender_config(url))
     reader, writer = await opened(proxy.port)
     try:
-        writer.write(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n")
+        writer.write(
+            b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n"
+        )
         await writer.drain()
         await asyncio.sleep(0.1)  # the request is on its way upstream, body unfinished
         writer.write(b"0\r\nX-Checksum: abc123\r\n\r\n")
@@ -881,7 +996,11 @@ async def test_http10_keep_alive_is_kept_and_plain_http10_is_closed(conformance,
         third = await read_answer(reader)  # read to the end: framed by the close
     finally:
         writer.close()
-    assert (first.body, first.get("connection"), first.get("content-length")) == (b"GET /a ", b"keep-alive", b"7")
+    assert (first.body, first.get("connection"), first.get("content-length")) == (
+        b"GET /a ",
+        b"keep-alive",
+        b"7",
+    )
     assert (second.body, second.get("connection")) == (b"GET /b ", b"keep-alive")
     assert third.get("transfer-encoding") is None  # no chunked coding for a 1.0 client
     assert (third.body, third.get("connection")) == (b"no length here", b"close")
@@ -902,7 +1021,9 @@ async def test_http10_expect_100_continue_is_ignored(conformance, proxy_factory)
     proxy = await proxy_factory(fender_config(url))
     reader, writer = await opened(proxy.port)
     try:
-        writer.write(b"POST /e HTTP/1.0\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        writer.write(
+            b"POST /e HTTP/1.0\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+        )
         await writer.drain()
         await asyncio.sleep(0.1)
         writer.write(b"body")
@@ -946,7 +1067,7 @@ async def test_slowloris_head_is_cut_at_header_timeout(conformance, proxy_factor
 
 
 async def test_slow_request_body_gets_408_at_body_timeout(conformance, proxy_factory):
-    upstream, url = conformance
+    _upstream, url = conformance
     proxy = await proxy_factory(fender_config(url, listener=SLOW))
     reader, writer = await opened(proxy.port)
     try:
@@ -962,7 +1083,7 @@ async def test_slow_request_body_gets_408_at_body_timeout(conformance, proxy_fac
 
 async def test_steady_slow_request_body_is_not_cut(conformance, proxy_factory):
     """Pauses shorter than body_timeout, however many: the body is slow, not stalled."""
-    upstream, url = conformance
+    _upstream, url = conformance
     proxy = await proxy_factory(fender_config(url, listener=SLOW))
     reader, writer = await opened(proxy.port)
     try:
@@ -1017,10 +1138,14 @@ async def test_client_that_stops_reading_holds_bounded_memory_and_others_are_ser
     finally:
         writer.close()
     assert received == left
-    assert digest.hexdigest() == hashlib.sha256(pattern(64 * 1024) * (left // (64 * 1024))).hexdigest()
+    assert (
+        digest.hexdigest() == hashlib.sha256(pattern(64 * 1024) * (left // (64 * 1024))).hexdigest()
+    )
 
 
-async def test_client_paused_longer_than_idle_still_gets_the_whole_answer(conformance, proxy_factory):
+async def test_client_paused_longer_than_idle_still_gets_the_whole_answer(
+    conformance, proxy_factory
+):
     """`idle` is the longest silence of the upstream. While the app itself does not read,
     Fender holds the upstream back: that pause is the app's, the upstream is not idle, and
     the answer must not be cut as an upstream timeout."""
@@ -1077,7 +1202,9 @@ class CloseAfterAnswer:
         try:
             await reader.readuntil(b"\r\n\r\n")
             self.requests += 1
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok")
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+            )
             await writer.drain()
             if self.when == "next":
                 await reader.readuntil(b"\r\n\r\n")  # read, never answered
@@ -1088,7 +1215,9 @@ class CloseAfterAnswer:
 
 
 @pytest.mark.parametrize("when", ["answered", "next"])
-async def test_upstream_closing_a_keep_alive_connection_never_fails_the_next_request(proxy_factory, when):
+async def test_upstream_closing_a_keep_alive_connection_never_fails_the_next_request(
+    proxy_factory, when
+):
     async with CloseAfterAnswer(when) as upstream:
         proxy = await proxy_factory(fender_config(upstream.url))
         reader, writer = await opened(proxy.port)
@@ -1113,3 +1242,74 @@ async def test_curl_http2_offer_on_plain_http_falls_back_to_http11(echo, proxy_f
     code, out, err = await sh(curl, "-sS", "--http2", f"{proxy.url}/hello")
     assert code == 0, err
     assert out == b"hello"
+
+
+async def test_interim_answers_from_the_upstream_are_not_the_answer(proxy_factory):
+    """103 Early Hints and an unasked 100 Continue come before the real answer (RFC 9110
+    section 15.2): the app gets the 200, with its own headers only, and the upstream
+    connection is reused after it."""
+    from tests.support.raw import RawUpstream
+
+    answer = (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Final: yes\r\n\r\nfinal"
+    )
+    async with RawUpstream(answer) as upstream:
+        proxy = await proxy_factory(fender_config(upstream.url))
+        reader, writer = await opened(proxy.port)
+        try:
+            writer.write(b"GET /hints HTTP/1.1\r\nHost: a\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            body = await asyncio.wait_for(reader.readexactly(5), 5)
+        finally:
+            writer.close()
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"X-Final: yes" in head and b"Link:" not in head
+    assert body == b"final"
+
+
+async def test_http10_upstream_of_the_standard_library(proxy_factory, tmp_path):
+    """http.server speaks HTTP/1.0 and closes after each answer; one of its answers has no
+    length at all (framed by the close). An HTTP/1.1 app gets both whole, chunked where
+    no length was given, on one kept-alive connection."""
+    import http.server
+    import threading
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, directory=str(tmp_path), **kw)
+
+        def do_GET(self) -> None:
+            if self.path == "/unsized":
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(b"until the close")
+                return
+            super().do_GET()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    (tmp_path / "file.txt").write_bytes(b"a file\n" * 1000)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        proxy = await proxy_factory(fender_config(f"http://127.0.0.1:{server.server_address[1]}"))
+        reader, writer = await opened(proxy.port)
+        try:
+            writer.write(b"GET /file.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+            sized = await read_answer(reader)
+            writer.write(b"GET /unsized HTTP/1.1\r\nHost: a\r\n\r\n")
+            unsized = await read_answer(reader)
+        finally:
+            writer.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (sized.status, sized.body) == (200, b"a file\n" * 1000)
+    assert sized.get("content-length") == b"7000"
+    assert (unsized.status, unsized.body) == (200, b"until the close")
+    assert unsized.get("transfer-encoding") == b"chunked"

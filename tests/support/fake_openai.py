@@ -64,14 +64,19 @@ class FakeOpenAI:
             return web.json_response(body, status=429, headers=step[1])
         if step == "stream" or payload.get("stream"):
             response = web.StreamResponse(
-                headers={"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
+                headers={
+                    "content-type": "text/event-stream; charset=utf-8",
+                    "cache-control": "no-cache",
+                }
             )
             await response.prepare(request)
             for i, word in enumerate(WORDS):
                 if i:
                     await asyncio.wait_for(self.gate.get(), 10)
                 await response.write(b"data: " + json.dumps(_chunk(i, word)).encode() + b"\n\n")
-            await response.write(b"data: " + json.dumps(_chunk(len(WORDS), None, "stop")).encode() + b"\n\n")
+            await response.write(
+                b"data: " + json.dumps(_chunk(len(WORDS), None, "stop")).encode() + b"\n\n"
+            )
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
             return response
@@ -84,7 +89,11 @@ class FakeOpenAI:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": "".join(WORDS), "refusal": None},
+                        "message": {
+                            "role": "assistant",
+                            "content": "".join(WORDS),
+                            "refusal": None,
+                        },
                         "logprobs": None,
                         "finish_reason": "stop",
                     }

@@ -23,7 +23,8 @@ class Gunicorn:
         self.app = app
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
-        self._log = tempfile.NamedTemporaryFile(prefix="fender-gunicorn-", suffix=".log")
+        # gunicorn writes here for as long as it runs; stop() closes (and so removes) it.
+        self._log = tempfile.NamedTemporaryFile(prefix="fender-gunicorn-", suffix=".log")  # noqa: SIM115
 
     @property
     def url(self) -> str:

@@ -27,7 +27,9 @@ class Answer:
         return [v for k, v in self.headers if k == key]
 
 
-async def read_answer(reader: asyncio.StreamReader, method: str = "GET", *, timeout: float = 5.0) -> Answer:
+async def read_answer(
+    reader: asyncio.StreamReader, method: str = "GET", *, timeout: float = 5.0
+) -> Answer:
     """One answer (interim 1xx answers skipped), its body read by the framing rules."""
     return await asyncio.wait_for(_read(reader, method), timeout)
 

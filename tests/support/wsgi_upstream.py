@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from httpbin import app as httpbin
-
 BLOCK = 64 * 1024
 
 
@@ -39,4 +37,6 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
             [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))],
         )
         return _big(size)
+    from httpbin import app as httpbin  # imported here: the test process needs only pattern()
+
     return httpbin(environ, start_response)  # type: ignore[no-any-return]
