@@ -84,8 +84,8 @@ def fender_lines(reply: Reply, attempts: int, retry_owned: bool) -> bytes:
     """
     outcome = reply.outcome
     settled = outcome == "fallback" or outcome == "rejected" or (retry_owned and outcome != "ok")
-    if settled and reply.status == 429 and b"retry-after" in reply.headers.keys:
-        settled = False
+    if settled and outcome == "rejected" and reply.status == 429:
+        settled = False  # Fender's own rate limit, with its Retry-After: wait, then retry
     key = (outcome, attempts, reply.fender_reason, settled)
     lines = _FENDER_LINES.get(key)
     if lines is None:

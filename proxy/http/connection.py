@@ -68,6 +68,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_head",
         "_head_only",
         "_headers",
+        "_held",
         "_idle",
         "_last",
         "_length",
@@ -135,6 +136,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._length: int | None = None
         self._chunked = self._close = False
         self._got_bytes = False
+        self._held = False  # the app is not reading: the body waits for it
         self._ready = False  # the head is in; the Reply is not handed over yet
         self._message_done = False
 
@@ -414,12 +416,19 @@ class UpstreamConnection(asyncio.Protocol):
 
     # The response body's source.
     def pause_body(self) -> None:
+        """The app cannot take more: its pause is not the upstream's silence (only
+        `total` runs on)."""
+        self._held = True
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_body(self) -> None:
+        self._held = False
         if self.transport is not None and self.state != CLOSED:
             self.transport.resume_reading()
+            self._last = now = self.loop.time()
+            if self._idle is not None and self._stream is not None:
+                self.alarm.set(min(now + self._idle, self._stream_deadline))
 
     def abandon_body(self) -> None:
         self._stream = None
@@ -433,7 +442,10 @@ class UpstreamConnection(asyncio.Protocol):
             self.abort()
             pending.fail(UpstreamFailed("timeout", self._why("sent no answer in time"), status=504))
         elif stream is not None:
-            due = min(INF if self._idle is None else self._last + self._idle, self._stream_deadline)
+            idle = None if self._held else self._idle  # held back by the app: not idle
+            due = min(INF if idle is None else self._last + idle, self._stream_deadline)
+            if due == INF:
+                return  # nothing to time until it resumes
             if self.loop.time() < due:  # a chunk came since: not idle after all
                 self.alarm.set(due)
                 return

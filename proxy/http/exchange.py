@@ -91,7 +91,7 @@ class Exchange(Driven):
             self._finish()
             return
         self.call = call
-        if self.expect and self.body is not None and not self.complete:
+        if self.expect and self.body is not None and not self.complete and self.version != "1.0":
             conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         handler = listener.routing.targets[call.route].handler
         self.drive(handler(call))  # type: ignore[arg-type]  # a policy's coroutine
@@ -130,6 +130,8 @@ class Exchange(Driven):
         dest = routing.targets[name]
         self.upstream = dest.upstream
         upgrade = self.upgrade
+        if upgrade is not None and upgrade.lower() == b"h2c" and b"h2c" not in route.upgrade:
+            upgrade = None  # an offer the client falls back from (RFC 9110 section 7.8)
         if upgrade is not None and upgrade.lower() not in route.upgrade:
             raise Rejected(
                 "upgrade_unsupported",
@@ -188,6 +190,13 @@ class Exchange(Driven):
             self.close = True  # a malformed request, or a body left unread: start afresh
         body = reply.body
         stream = None
+        if reply.tunnel is not None:  # a 101: no body, no framing, and the connection stays
+            conn = self.conn
+            call = self.call
+            assert call is not None
+            conn.write(response_head(reply, b"", call.attempts, call.retry_owned))
+            conn.tunnel_to(reply.tunnel, self)
+            return
         if type(body) is bytes and self.method != "HEAD" and status not in _NO_BODY:
             framing = b"content-length: %d\r\n" % len(body)  # the common case
         elif self.method == "HEAD" or status in _NO_BODY or status < 200:
@@ -214,10 +223,6 @@ class Exchange(Driven):
             head = response_head(reply, framing, call.attempts, call.retry_owned)
         conn = self.conn
         if stream is None:
-            if reply.tunnel is not None:
-                conn.write(head)
-                conn.tunnel_to(reply.tunnel, self)
-                return
             conn.write(head + body if body else head)  # type: ignore[operator]
             self._finish()
             return

@@ -153,8 +153,14 @@ class ServerConnection(asyncio.Protocol):
             if self.queue:
                 self.queue[-1].leftover = data[upgrade.args[0] :]
         except HttpParserError as exc:
-            self._malformed(exc)
-            return
+            if (self.queue or self.serving) and "after `Connection: close`" in str(exc):
+                # RFC 9112 section 9.6: the app said close; what follows is not read.
+                self.closing = True
+                self._pause(1)
+                self.reading = None
+            else:
+                self._malformed(exc)
+                return
         reading = self.reading
         if reading is not None:
             self._unfinished(reading, len(data))
@@ -188,8 +194,11 @@ class ServerConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         exchange = self.reading
-        exchange.keys.append(name.lower())  # type: ignore[union-attr]
-        exchange.lines.append(name + b": " + value)  # type: ignore[union-attr]
+        assert exchange is not None
+        if exchange.headed:
+            return  # a trailer of a chunked body: never merged into the head (RFC 9110 6.5.1)
+        exchange.keys.append(name.lower())
+        exchange.lines.append(name + b": " + value)
 
     def on_headers_complete(self) -> None:
         exchange = self.reading
