@@ -14,6 +14,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
 from ..observe.metrics import NO_ROUTE
+from ..observe.request_metrics import NO_HEAD
 from .codec import CLOSE, LAST_CHUNK, chunk, error_reply, response_head
 from .headers import Headers
 from .hygiene import request_id
@@ -64,6 +65,7 @@ class Exchange:
     status = CLIENT_CLOSED
     outcome, reason = "cancelled", "client_closed"
     started = 0.0
+    headed_at = 0.0  # when the head of a streamed answer or a tunnel went out
 
     def __init__(self, conn: ServerConnection) -> None:
         self.conn = conn
@@ -197,6 +199,7 @@ class Exchange:
         head = response_head(reply, framing, attempts, owned)
         conn = self.conn
         if reply.tunnel is not None:
+            self.headed_at = conn.listener.clock.monotonic()
             conn.write(head)
             conn.tunnel_to(reply.tunnel, self)
             return
@@ -205,6 +208,7 @@ class Exchange:
             conn.write(head + body if body else head)
             self._finish()
             return
+        self.headed_at = conn.listener.clock.monotonic()
         conn.write(head)
         conn.streaming = stream
         stream.pipe(self)
@@ -253,8 +257,14 @@ class Exchange:
         """Counted and logged once; the connection moves on."""
         listener = self.conn.listener
         seconds = listener.clock.monotonic() - self.started if self.started else 0.0
+        if self.reply is None:
+            head = NO_HEAD  # nothing was answered: the app left first
+        elif self.headed_at:
+            head = self.headed_at - self.started
+        else:
+            head = seconds  # a whole answer's head went out with its body
         listener.metrics.count_request(
-            self.route, self.upstream, self.outcome, self.status, seconds
+            self.route, self.upstream, self.outcome, self.status, seconds, head
         )
         if listener.access_log:
             call = self.call
