@@ -55,7 +55,7 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
 
 def alert_rules(*values: Path) -> dict[str, Any]:
     """The `groups` of the rendered PrometheusRule: a promtool rules file."""
-    rule = find(render(*values, **{"alerts.enabled": "true"}), "PrometheusRule")
+    rule = find(render(*values, **{"alerts.enabled": "true"}), "PrometheusRule", "demo-fender")
     spec: dict[str, Any] = rule["spec"]
     return spec
 
