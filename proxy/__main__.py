@@ -189,9 +189,7 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=30.0, help="seconds (default 30)")
     demo.set_defaults(func=cmd_demo)
     status = sub.add_parser("status", help="a running Fender's state, as tables")
-    status.add_argument(
-        "--control", default="http://127.0.0.1:9901", help="the control port's URL"
-    )
+    status.add_argument("--control", default="http://127.0.0.1:9901", help="the control port's URL")
     status.add_argument("--token-file", help="a file holding the control API's token")
     status.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
     status.add_argument("--interval", type=float, default=2.0, help="seconds between looks")
@@ -203,7 +201,7 @@ def parser() -> argparse.ArgumentParser:
     rules.add_argument(
         "--selector",
         default="",
-        help='label matchers added to every selector, like \'namespace="shop"\'',
+        help="label matchers added to every selector, like 'namespace=\"shop\"'",
     )
     rules.add_argument("--name", default="fender-slo", help="the PrometheusRule's name")
     rules.add_argument(

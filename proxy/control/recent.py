@@ -1,6 +1,6 @@
 """What each route did lately, from snapshots of the per-request counters.
 
-Nothing here runs per request: StatusBoard takes a snapshot every 10 seconds (and keeps
+Nothing here runs per request: StatusBoard takes a snapshot every 5 seconds (and keeps
 one a minute for the last hour), and a figure over a window is the difference between
 the counters now and the oldest snapshot within it (plus a tick). So /status can say a
 route's requests per second, good share, p50/p99 time to headers and outcome mix over the
@@ -23,11 +23,11 @@ from ..observe.request_metrics import relayout
 from ..observe.slo import Counts, is_bad, is_counted
 from ..state.clock import Clock
 
-FINE_EVERY, FINE_KEPT = 10.0, 32  # 5 minutes and a tick of 10-second snapshots
+FINE_EVERY, FINE_KEPT = 5.0, 62  # 5 minutes and a tick of 5-second snapshots
 COARSE_EVERY, COARSE_KEPT = 60.0, 62  # an hour and a tick of one-minute snapshots
 LAST_MINUTE = 60.0
 SLO_WINDOWS = (("5m", 300.0), ("1h", 3600.0))
-SPARK_POINTS = 30  # of FINE_EVERY: five minutes
+SPARK_POINTS = 60  # of FINE_EVERY: five minutes
 
 Outcomes = dict[str, dict[str, int]]  # route -> outcome -> count
 Tally = tuple[int, int, int]  # answers, counted (by the good rule), bad

@@ -81,7 +81,7 @@ class StatusBoard:
         self.recent.snapshot(self.metrics)
 
     async def watch(self, generation: Callable[[], Generation]) -> None:
-        """Every second: the degradation level; every ten: a snapshot of the counters."""
+        """Every second: the degradation level; every five: a snapshot of the counters."""
         ticks = 0
         while True:
             self.degradation.evaluate(self.downs(generation()))
