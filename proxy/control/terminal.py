@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -53,7 +54,7 @@ def read_token(path: str | None) -> str | None:
     if path is None:
         return None
     try:
-        return open(path, encoding="utf-8").read().strip() or None
+        return Path(path).read_text(encoding="utf-8").strip() or None
     except OSError as exc:
         raise StatusError(f"cannot read the token file {path}: {exc.strerror}") from None
 
