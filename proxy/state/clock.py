@@ -28,8 +28,9 @@ class Clock(Protocol):
 
 
 class RealClock:
-    def monotonic(self) -> float:
-        return time.monotonic()
+    # time.monotonic itself, not a method around it: read a few times per request, and a
+    # Python frame costs more than the clock.
+    monotonic = staticmethod(time.monotonic)
 
     def wall(self) -> float:
         return time.time()
