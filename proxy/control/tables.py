@@ -41,7 +41,10 @@ def _ms(value: float | None) -> str:
 def _s(seconds: float | None) -> str:
     if seconds is None:
         return ""
-    return f"{seconds / 60:.0f}m{seconds % 60:02.0f}s" if seconds >= 60 else f"{seconds:.1f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    return f"{whole // 60}m{whole % 60:02d}s"
 
 
 def route_rows(routes: dict[str, Any]) -> list[list[Cell]]:

@@ -37,7 +37,8 @@ NO_HEAD = -1.0  # `head` of an answer that is not in the time-to-headers histogr
 
 class RequestMetrics:
     def __init__(self, buckets: Sequence[float]) -> None:
-        self.buckets = tuple(sorted(set(buckets)))
+        # Floats: bisect compares a float with each, and a float with an int is slower.
+        self.buckets = tuple(sorted({float(b) for b in buckets}))
         self.answers: dict[Answer, int] = {}
         self.durations: dict[str, Histograms] = {}
         self.attempts: dict[Attempt, int] = {}
@@ -71,7 +72,7 @@ class RequestMetrics:
     def add_buckets(self, bounds: Sequence[float]) -> None:
         """Make each of `bounds` a bucket of every route's histograms (see the module
         docstring for what the new bucket counts)."""
-        new = tuple(sorted(set(self.buckets).union(bounds)))
+        new = tuple(sorted(set(self.buckets).union(map(float, bounds))))
         if new == self.buckets:
             return
         for counts, heads, _ in self.durations.values():
