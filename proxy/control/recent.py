@@ -168,9 +168,11 @@ class Recent:
 
 
 def _minus(now: Tally, before: Tally | None) -> Tally:
+    """What was counted since `before`; never below 0 (a reload that removed an upstream
+    forgets its answers)."""
     if before is None:
         return now
-    return (now[0] - before[0], now[1] - before[1], now[2] - before[2])
+    return (max(0, now[0] - before[0]), max(0, now[1] - before[1]), max(0, now[2] - before[2]))
 
 
 def _delta_heads(route: str, now: Snapshot, base: Snapshot | None) -> list[int]:
@@ -182,7 +184,7 @@ def _delta_heads(route: str, now: Snapshot, base: Snapshot | None) -> list[int]:
     old = base.heads[route]
     if base.buckets != now.buckets:  # a reload added a bucket since
         old = relayout(old, base.buckets, now.buckets)
-    return [a - b for a, b in zip(counts, old, strict=True)]
+    return [max(0, a - b) for a, b in zip(counts, old, strict=True)]
 
 
 def quantile(q: float, bounds: Sequence[float], counts: Sequence[int]) -> float | None:
