@@ -24,7 +24,7 @@ from .recent import FINE_EVERY, Recent
 DEGRADATION_EVERY = 1.0  # seconds between looks at the degradation level
 SNAPSHOT_EVERY = FINE_EVERY  # seconds between snapshots of the counters
 # A section of another part of Fender: rows by name, each a flat mapping (a table).
-Section = Callable[[], dict[str, dict[str, Any]]]
+SectionView = Callable[[], dict[str, dict[str, Any]]]
 
 
 class StatusBoard:
@@ -37,9 +37,9 @@ class StatusBoard:
         self.faults = faults
         self.recent = Recent(clock)
         self.events = EventRing(clock)
-        self.sections: dict[str, Section] = {}
+        self.sections: dict[str, SectionView] = {}
 
-    def add_section(self, name: str, view: Section) -> None:
+    def add_section(self, name: str, view: SectionView) -> None:
         """Show `view()` under `name` in /status (and as a table on the status page and in
         `fender status`): for queues, the fleet, whatever else keeps state worth seeing."""
         self.sections[name] = view
