@@ -67,6 +67,8 @@ def test_fender_slo_rules_and_the_chart_write_the_same(variant: str, tmp_path: P
     rule = yaml.safe_load(printed.stdout)
     assert rule["kind"] == "PrometheusRule"
     assert rule["spec"] == chart_rules(tmp_path, policy, **slo)
+    plain = cli_rules(policy, tmp_path, *args, "--format", "rules")
+    assert yaml.safe_load(plain.stdout) == rule["spec"]  # a rule file: the groups alone
 
 
 def test_slo_rules_pass_promtool_check(tmp_path: Path) -> None:
