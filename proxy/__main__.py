@@ -1,4 +1,5 @@
-"""The command line: `fender run | check | schema | version | demo | audit verify`."""
+"""The command line: `fender run | check | schema | version | demo | status | slo rules |
+audit verify`."""
 
 from __future__ import annotations
 
@@ -129,6 +130,35 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_slo_rules(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .observe.slo import objectives
+    from .observe.slo_rules import prometheus_rule, rule_groups
+
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    wanted = objectives(config)
+    if not wanted:
+        print(f"{args.file}: no route has an slo: no rules to write", file=sys.stderr)
+        return 1
+    groups = rule_groups(
+        wanted, selector=args.selector, page=args.page_severity, ticket=args.ticket_severity
+    )
+    data = {"groups": groups} if args.format == "rules" else prometheus_rule(groups, args.name)
+    sys.stdout.write(yaml.safe_dump(data, sort_keys=False, width=1 << 20))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .control.terminal import run_status
+
+    return run_status(args.control, args.token_file, watch=args.watch, interval=args.interval)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -158,6 +188,31 @@ def parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run Fender before a misbehaving built-in upstream")
     demo.add_argument("--duration", type=float, default=30.0, help="seconds (default 30)")
     demo.set_defaults(func=cmd_demo)
+    status = sub.add_parser("status", help="a running Fender's state, as tables")
+    status.add_argument("--control", default="http://127.0.0.1:9901", help="the control port's URL")
+    status.add_argument("--token-file", help="a file holding the control API's token")
+    status.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
+    status.add_argument("--interval", type=float, default=2.0, help="seconds between looks")
+    status.set_defaults(func=cmd_status)
+    slo = sub.add_parser("slo", help="service level objectives")
+    slo_sub = slo.add_subparsers(dest="slo_command", required=True)
+    rules = slo_sub.add_parser("rules", help="print the Prometheus rules of a policy's SLOs")
+    rules.add_argument("file")
+    rules.add_argument(
+        "--selector",
+        default="",
+        help="label matchers added to every selector, like 'namespace=\"shop\"'",
+    )
+    rules.add_argument("--name", default="fender-slo", help="the PrometheusRule's name")
+    rules.add_argument(
+        "--format",
+        choices=("prometheusrule", "rules"),
+        default="prometheusrule",
+        help="a PrometheusRule (Prometheus Operator) or a plain rule file",
+    )
+    rules.add_argument("--page-severity", default="page", help="severity label of pages")
+    rules.add_argument("--ticket-severity", default="ticket", help="severity label of tickets")
+    rules.set_defaults(func=cmd_slo_rules)
     audit = sub.add_parser("audit", help="the control API's audit log")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     check_chain = audit_sub.add_parser("verify", help="check a log's hash chain")

@@ -67,6 +67,7 @@ class Fender:
         self.degradation = Degradation(self.clock, self.log)
         self.metrics.degradation_level.set_function(lambda: self.degradation.level)
         self.board = StatusBoard(self.metrics, self.clock, self.degradation, self.faults)
+        self.log.tap(self.board.events.offer)  # the last events, for the status page
         self.draining = False
         self.started = False
         self.generation, _ = self._build(config, None)

@@ -110,8 +110,8 @@ async def run_demo(
     base = f"http://127.0.0.1:{fender.ports['egress']}/catalog"
     print(
         f"fender demo: app -> {base} -> built-in upstream (healthy, errors, slow, throttled, "
-        f"outage, {phase_seconds:g}s each); metrics on "
-        f"http://127.0.0.1:{fender.ports['control']}/metrics",
+        f"outage, {phase_seconds:g}s each); the status page on "
+        f"http://127.0.0.1:{fender.ports['control']}/ (metrics on /metrics)",
         file=stream,
         flush=True,
     )

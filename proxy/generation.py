@@ -25,6 +25,7 @@ from .http.routing import CompiledRoute, Router, RouteTarget, Routing
 from .http.upstream import AttemptRecorder, Upstream
 from .observe.logs import JsonLog
 from .observe.metrics import Metrics
+from .observe.slo import objectives
 from .policies import Guards, build_guards, build_pipeline
 from .policies.bulkhead import Bulkhead
 from .state.breaker import STATE_VALUE, CircuitBreaker
@@ -100,6 +101,7 @@ def observe(gen: Generation, metrics: Metrics) -> None:
     bulkheads, endpoint health), and export its series that start at 0. Called when it
     is swapped in, never before."""
     metrics.zero_all(gen.zeros)
+    metrics.slo.configure(objectives(gen.config))  # routes' SLOs; thresholds as buckets
     for name, guards in gen.guards.items():
         breaker, bulkhead, health = guards.breaker, guards.bulkhead, gen.upstreams[name].health
         if breaker is not None:

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
+from .slo import Slo
 from .types import Address, HeaderName, Method, Name, PathText, Section, unit
 from .units import Duration, Size
 
@@ -70,6 +71,9 @@ class Route(Section):
     upgrade: tuple[Protocol, ...] = ()
     """Protocols an `Upgrade` request may switch to (`websocket`): after the upstream's
     101 the connection is a tunnel. Other Upgrade requests get 501 upgrade_unsupported."""
+    slo: Slo | None = None
+    """Service level objectives of the route (availability, latency), counted by Fender
+    and judged by the rules `fender slo rules` prints."""
 
 
 Protocol = Annotated[

@@ -26,6 +26,7 @@ from ..state.breaker import CircuitBreaker
 from ..state.degradation import LEVELS
 from ..state.faults import Faults
 from .audit import AuditLog
+from .page import page
 from .token import TokenFile
 
 MAX_TTL = 24 * 3600.0
@@ -48,7 +49,8 @@ class Controlled(Protocol):
     def set_degradation(self, level: str | None, ttl: float) -> None: ...
 
 
-OPEN_PATHS = frozenset({"/metrics", "/livez", "/readyz"})
+# `/` is the status page: static, it asks for the token and reads /status with it.
+OPEN_PATHS = frozenset({"/metrics", "/livez", "/readyz", "/"})
 _PROM_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -104,7 +106,13 @@ def control_app(
         return json_response(config_view())
 
     async def get_status(request: web.Request) -> web.Response:
+        if "pretty" in request.query:  # for a person with curl
+            body = orjson.dumps(fender.status(), option=orjson.OPT_INDENT_2) + b"\n"
+            return web.Response(body=body, content_type="application/json")
         return json_response(fender.status())
+
+    async def get_page(request: web.Request) -> web.Response:
+        return page(token is not None)
 
     async def post_breaker(request: web.Request) -> web.Response:
         upstream, action = request.match_info["upstream"], request.match_info["action"]
@@ -182,6 +190,7 @@ def control_app(
         return json_response({"status": "draining"}, 202)
 
     app = web.Application(middlewares=[guard])
+    app.router.add_get("/", get_page, allow_head=False)
     app.router.add_get("/status", get_status, allow_head=False)
     app.router.add_post(r"/breakers/{upstream}/{action:open|close|reset}", post_breaker)
     app.router.add_post("/drain", post_drain)

@@ -1,28 +1,30 @@
 """What GET /status shows, and what the degradation level is derived from.
 
 Read when asked, or once a second by `watch()`: nothing here runs per request. Route
-outcomes over the last minute are the difference from a snapshot of the counters taken
-about a minute ago (one every ten seconds).
+figures over a recent window are differences from snapshots of the counters (recent.py).
+The last events come from a ring the log feeds (observe/events.py). Other parts of Fender
+add sections of their own (queues, the fleet) with `add_section()`: each is shown under
+its name, and the status page and `fender status` show it as a table.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from ..generation import Generation
+from ..observe.events import EventRing
 from ..observe.metrics import Metrics
 from ..state.breaker import OPEN
 from ..state.clock import Clock
 from ..state.degradation import Degradation
 from ..state.faults import Faults
+from .recent import FINE_EVERY, Recent
 
 DEGRADATION_EVERY = 1.0  # seconds between looks at the degradation level
-SNAPSHOT_EVERY = 10.0  # seconds between snapshots of route outcomes
-RECENT = 60.0  # what /status calls recent
-
-Outcomes = dict[str, dict[str, int]]  # route -> outcome -> count
+SNAPSHOT_EVERY = FINE_EVERY  # seconds between snapshots of the counters
+# A section of another part of Fender: rows by name, each a flat mapping (a table).
+SectionView = Callable[[], dict[str, dict[str, Any]]]
 
 
 class StatusBoard:
@@ -33,17 +35,28 @@ class StatusBoard:
         self.clock = clock
         self.degradation = degradation
         self.faults = faults
-        window = int(RECENT / SNAPSHOT_EVERY) + 2
-        self.snapshots: deque[tuple[float, Outcomes]] = deque(maxlen=window)
+        self.recent = Recent(clock)
+        self.events = EventRing(clock)
+        self.sections: dict[str, SectionView] = {}
+
+    def add_section(self, name: str, view: SectionView) -> None:
+        """Show `view()` under `name` in /status (and as a table on the status page and in
+        `fender status`): for queues, the fleet, whatever else keeps state worth seeing."""
+        self.sections[name] = view
 
     def status(self, gen: Generation) -> dict[str, Any]:
         self.degradation.evaluate(self.downs(gen))
+        names = [route.name for listener in gen.config.listeners for route in listener.routes]
         return {
             "config_hash": gen.config.hash,
+            "time": self.clock.wall(),
             "upstreams": {name: _upstream(gen, name) for name in gen.upstreams},
-            "routes": self.route_outcomes(),
+            "routes": self.recent.routes(self.metrics, names),
             "faults": self.faults.view(),
             "degradation": self.degradation.status(),
+            "events": self.events.view(),
+            "sections": list(self.sections),
+            **{name: view() for name, view in self.sections.items()},
         }
 
     def downs(self, gen: Generation) -> dict[str, str]:
@@ -60,25 +73,15 @@ class StatusBoard:
         return out
 
     def route_outcomes(self) -> dict[str, dict[str, dict[str, int]]]:
-        """Per route: outcomes since start, and over about the last minute."""
-        now, totals = self.clock.monotonic(), outcomes_by_route(self.metrics)
-        past: Outcomes = {}
-        for taken, snapshot in self.snapshots:
-            if now - taken <= RECENT + SNAPSHOT_EVERY:
-                past = snapshot
-                break
-        out: dict[str, dict[str, dict[str, int]]] = {}
-        for route, outcomes in totals.items():
-            before = past.get(route, {})
-            recent = {k: v - before.get(k, 0) for k, v in outcomes.items() if v > before.get(k, 0)}
-            out[route] = {"total": outcomes, "last_minute": recent}
-        return out
+        """Per route that answered: outcomes since start, and over about the last minute."""
+        view = self.recent.routes(self.metrics, [])
+        return {r: {"total": v["total"], "last_minute": v["last_minute"]} for r, v in view.items()}
 
     def snapshot(self) -> None:
-        self.snapshots.append((self.clock.monotonic(), outcomes_by_route(self.metrics)))
+        self.recent.snapshot(self.metrics)
 
     async def watch(self, generation: Callable[[], Generation]) -> None:
-        """Every second: the degradation level; every ten: a snapshot of route outcomes."""
+        """Every second: the degradation level; every five: a snapshot of the counters."""
         ticks = 0
         while True:
             self.degradation.evaluate(self.downs(generation()))
@@ -88,21 +91,18 @@ class StatusBoard:
             await self.clock.sleep(DEGRADATION_EVERY)
 
 
-def outcomes_by_route(metrics: Metrics) -> Outcomes:
-    """Requests answered so far, by route and outcome, read from the counter."""
-    return metrics.hot.outcomes_by_route()
-
-
 def _upstream(gen: Generation, name: str) -> dict[str, Any]:
     upstream, guards = gen.upstreams[name], gen.guards[name]
     bulkhead, quota = guards.bulkhead, guards.quota
     return {
+        "priority": upstream.config.priority,
         "endpoints": upstream.endpoint_status(),
         "breaker": guards.breaker.status() if guards.breaker else None,
         "bulkhead": {
             "in_flight": bulkhead.in_flight,
             "queued": bulkhead.queued,
             "max_concurrent": bulkhead.max_concurrent,
+            "max_queued": bulkhead.max_queued,
         }
         if bulkhead
         else None,

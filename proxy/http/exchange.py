@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from ..observe.request_metrics import NO_HEAD
 from ..observe.series import NO_ROUTE
 from .codec import CLOSE, LAST_CHUNK, chunk, error_reply, response_head
 from .headers import Headers
@@ -62,6 +63,7 @@ class Exchange(Driven):
     status = CLIENT_CLOSED
     outcome, reason = "cancelled", "client_closed"
     started = 0.0
+    headed_at = 0.0  # when the head of a streamed answer or a tunnel went out
 
     def __init__(self, conn: ServerConnection) -> None:
         self.conn = conn
@@ -194,6 +196,7 @@ class Exchange(Driven):
             conn = self.conn
             call = self.call
             assert call is not None
+            self.headed_at = conn.listener.clock.monotonic()
             conn.write(response_head(reply, b"", call.attempts, call.retry_owned))
             conn.tunnel_to(reply.tunnel, self)
             return
@@ -226,6 +229,7 @@ class Exchange(Driven):
             conn.write(head + body if body else head)  # type: ignore[operator]
             self._finish()
             return
+        self.headed_at = conn.listener.clock.monotonic()
         conn.write(head)
         conn.streaming = stream  # type: ignore[assignment]
         stream.pipe(self)  # type: ignore[union-attr]
@@ -274,8 +278,14 @@ class Exchange(Driven):
         conn = self.conn
         listener = conn.listener
         seconds = listener.clock.monotonic() - self.started if self.started else 0.0
+        if self.reply is None:
+            head = NO_HEAD  # nothing was answered: the app left first
+        elif self.headed_at:
+            head = self.headed_at - self.started
+        else:
+            head = seconds  # a whole answer's head went out with its body
         listener.metrics.count_request(
-            self.route, self.upstream, self.outcome, self.status, seconds
+            self.route, self.upstream, self.outcome, self.status, seconds, head
         )
         if listener.access_log:
             call = self.call

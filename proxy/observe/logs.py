@@ -13,6 +13,7 @@ import io
 import logging
 import sys
 import time
+from collections.abc import Callable, Mapping
 from typing import IO, Any
 
 import orjson
@@ -20,6 +21,7 @@ import orjson
 from .log_writer import DropReporter, LineWriter, Write, fd_writer
 
 _UTC = datetime.UTC
+Tap = Callable[[str, str, Mapping[str, Any]], None]  # (event, level, fields)
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 DEFAULT_BUFFER = 4 << 20  # bytes of lines waiting to be written (`log.buffer`)
 # One request's line, made without a dict and without formatting its constant parts:
@@ -37,6 +39,12 @@ class JsonLog:
         self._stamp = ""
         self._middles: dict[tuple[str, str, str, str], str] = {}
         self._tails: dict[tuple[int, str, str, int], str] = {}
+        self._tap: Tap | None = None
+
+    def tap(self, tap: Tap | None) -> None:
+        """Also hand every event (not request lines), whatever the level, to `tap`: the
+        ring of recent events the status page shows (observe/events.py)."""
+        self._tap = tap
 
     def set_buffer(self, size: int) -> None:
         """How many bytes of lines may wait for the writer; beyond, lines are dropped."""
@@ -54,6 +62,8 @@ class JsonLog:
 
     def event(self, event: str, level: str = "info", **fields: Any) -> None:
         """Fender's own events: start, stop, errors. The writer is woken at once."""
+        if self._tap is not None:
+            self._tap(event, level, fields)
         if LEVELS.get(level, 40) < self._threshold:
             return
         self._writer.put(self._line({"level": level, "event": event, **fields}), urgent=True)

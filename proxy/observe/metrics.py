@@ -24,6 +24,7 @@ from prometheus_client import (
 
 from .request_metrics import RequestMetrics
 from .series import NO_ROUTE, SCOPED, Kept, gone
+from .slo import SloCounters
 
 __all__ = ["NO_ROUTE", "Metrics"]
 
@@ -44,6 +45,9 @@ class Metrics:
         self.registry.register(self.hot)
         self.count_request = self.hot.count_request
         self.count_attempt = self.hot.count_attempt
+        # Each SLO route's good and bad answers, read from `hot` when scraped.
+        self.slo = SloCounters(self.hot)
+        self.registry.register(self.slo)
         self.retries: Counter = self._new(
             Counter,
             "fender_retries_total",
@@ -179,7 +183,8 @@ class Metrics:
             for values in list(gone(metric, names, kept)):
                 metric.remove(*values)
         self._children = {k: v for k, v in self._children.items() if self._lives(k, kept)}
-        self.hot.retain(kept)
+        with self.slo.steady():
+            self.hot.retain(kept)
 
     def _lives(self, key: tuple[Any, ...], kept: Kept) -> bool:
         names = self._scoped.get(key[0])

@@ -1,9 +1,19 @@
 """The per-request metrics: answers, their durations, and upstream attempts.
 
-These three are touched by every request, so they are kept as plain numbers in dicts and
+These are touched by every request, so they are kept as plain numbers in dicts and
 turned into Prometheus families only when scraped (a collector on Fender's registry).
-A request costs a few dictionary updates and one bisect, not label validation and locks.
+A request costs a few dictionary updates and two bisects, not label validation and locks.
 The series are the same as prometheus-client's Counter and Histogram would give.
+
+Two histograms per route share one entry: the whole answer (`request_duration`) and the
+time to its response headers (`response_headers`, what latency objectives judge; a local
+429 and a request the app left before its answer are not in it). Answers are kept by
+full status, folded into classes when scraped, so that the SLO counts can tell a local
+429 from other answers at no cost per request (observe/slo.py).
+
+The buckets only grow: `add_buckets()` (an SLO's latency threshold) inserts a bound into
+every route's histograms. What was counted in the interval it splits stays above it, so
+a new bucket counts from its insertion on, and no series ever goes backwards.
 """
 
 from __future__ import annotations
@@ -17,29 +27,58 @@ from .series import Kept
 
 _CODE_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 
-Answer = tuple[str, str, str, int]  # route, upstream, outcome, status // 100
+Answer = tuple[str, str, str, int]  # route, upstream, outcome, status
 Attempt = tuple[str, str, str]  # upstream, endpoint, result
+# Per route: counts per bucket (the last one: +Inf) of the whole answer and of the time
+# to its headers, and the sums of seconds of both.
+Histograms = tuple[list[int], list[int], list[float]]
+NO_HEAD = -1.0  # `head` of an answer that is not in the time-to-headers histogram
 
 
 class RequestMetrics:
     def __init__(self, buckets: Sequence[float]) -> None:
-        self.buckets = tuple(buckets)
+        # Floats: bisect compares a float with each, and a float with an int is slower.
+        self.buckets = tuple(sorted({float(b) for b in buckets}))
         self.answers: dict[Answer, int] = {}
-        # route -> [count per bucket (the last one: +Inf)], and the sum of seconds
-        self.durations: dict[str, tuple[list[int], list[float]]] = {}
+        self.durations: dict[str, Histograms] = {}
         self.attempts: dict[Attempt, int] = {}
 
     def count_request(
-        self, route: str, upstream: str, outcome: str, status: int, seconds: float
+        self,
+        route: str,
+        upstream: str,
+        outcome: str,
+        status: int,
+        seconds: float,
+        head: float = NO_HEAD,
     ) -> None:
-        key = (route, upstream, outcome, status // 100)
+        """One answer: `seconds` to its end, `head` to its response headers (NO_HEAD when
+        none went out)."""
+        key = (route, upstream, outcome, status)
         answers = self.answers
         answers[key] = answers.get(key, 0) + 1
-        histogram = self.durations.get(route)
-        if histogram is None:
-            histogram = self.durations[route] = ([0] * (len(self.buckets) + 1), [0.0])
-        histogram[0][bisect_left(self.buckets, seconds)] += 1
-        histogram[1][0] += seconds
+        histograms = self.durations.get(route)
+        if histograms is None:
+            slots = len(self.buckets) + 1
+            histograms = self.durations[route] = ([0] * slots, [0] * slots, [0.0, 0.0])
+        buckets = self.buckets
+        histograms[0][bisect_left(buckets, seconds)] += 1
+        sums = histograms[2]
+        sums[0] += seconds
+        if head >= 0.0 and (status != 429 or outcome != "rejected"):
+            histograms[1][bisect_left(buckets, head)] += 1
+            sums[1] += head
+
+    def add_buckets(self, bounds: Sequence[float]) -> None:
+        """Make each of `bounds` a bucket of every route's histograms (see the module
+        docstring for what the new bucket counts)."""
+        new = tuple(sorted(set(self.buckets).union(map(float, bounds))))
+        if new == self.buckets:
+            return
+        for counts, heads, _ in self.durations.values():
+            counts[:] = relayout(counts, self.buckets, new)
+            heads[:] = relayout(heads, self.buckets, new)
+        self.buckets = new
 
     def count_attempt(self, upstream: str, endpoint: str, result: str) -> None:
         key = (upstream, endpoint, result)
@@ -56,14 +95,6 @@ class RequestMetrics:
             for k, v in self.attempts.items()
             if kept.keeps({"upstream": k[0], "endpoint": k[1]})
         }
-
-    def outcomes_by_route(self) -> dict[str, dict[str, int]]:
-        """Requests answered so far, by route and outcome (for GET /status)."""
-        routes: dict[str, dict[str, int]] = {}
-        for (route, _, outcome, _), count in list(self.answers.items()):
-            outcomes = routes.setdefault(route, {})
-            outcomes[outcome] = outcomes.get(outcome, 0) + count
-        return routes
 
     # prometheus-client's collector interface.
     def describe(self) -> list[Metric]:
@@ -83,6 +114,12 @@ class RequestMetrics:
             "Time from the request's arrival to the end of the answer, by route.",
             labels=["route"],
         )
+        heads = HistogramMetricFamily(
+            "fender_response_headers_seconds",
+            "Time from the request's arrival until its response headers went to the app, "
+            "by route (what latency objectives judge; local 429s are left out).",
+            labels=["route"],
+        )
         attempts = CounterMetricFamily(
             "fender_upstream_attempts",
             "Attempts sent to an upstream endpoint, by what came of them: response "
@@ -90,21 +127,46 @@ class RequestMetrics:
             labels=["upstream", "endpoint", "result"],
         )
         if not empty:
-            for (route, upstream, outcome, cls), count in list(self.answers.items()):
-                code_class = _CODE_CLASS.get(cls, "other")
-                answers.add_metric([route, upstream, outcome, code_class], count)
+            by_class: dict[tuple[str, str, str, str], int] = {}
+            for (route, upstream, outcome, status), count in list(self.answers.items()):
+                key = (route, upstream, outcome, _CODE_CLASS.get(status // 100, "other"))
+                by_class[key] = by_class.get(key, 0) + count
+            for labels, count in by_class.items():
+                answers.add_metric(list(labels), count)
             bounds = [*map(_bound, self.buckets), "+Inf"]
-            for route, (counts, total) in list(self.durations.items()):
-                running, cumulative = 0, []
-                for bound, count in zip(bounds, counts, strict=True):
-                    running += count
-                    cumulative.append((bound, running))
-                durations.add_metric([route], cumulative, total[0])
+            for route, (counts, head_counts, sums) in list(self.durations.items()):
+                durations.add_metric([route], _cumulative(bounds, counts), sums[0])
+                heads.add_metric([route], _cumulative(bounds, head_counts), sums[1])
             for (upstream, endpoint, result), count in list(self.attempts.items()):
                 attempts.add_metric([upstream, endpoint, result], count)
         yield answers
         yield durations
+        yield heads
         yield attempts
+
+
+def relayout(counts: Sequence[int], old: Sequence[float], new: Sequence[float]) -> list[int]:
+    """Counts per bucket of bounds `old` laid out for bounds `new` (a superset): a new
+    bound gets an empty bucket below it, and what its interval held stays above it."""
+    kept = set(old)
+    out: list[int] = []
+    position = 0
+    for bound in new:
+        if bound in kept:
+            out.append(counts[position])
+            position += 1
+        else:
+            out.append(0)
+    out.append(counts[position])  # +Inf
+    return out
+
+
+def _cumulative(bounds: Sequence[str], counts: Sequence[int]) -> list[tuple[str, float]]:
+    running, cumulative = 0, list[tuple[str, float]]()
+    for bound, count in zip(bounds, counts, strict=True):
+        running += count
+        cumulative.append((bound, running))
+    return cumulative
 
 
 def _bound(value: float) -> str:

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from proxy.observe.metrics import Metrics
+from proxy.observe.slo_rules import WINDOWS
 from tests.support.proxy import RunningProxy, config
 from tests.support.tools import CHART, find, promtool, render, run
 
@@ -27,7 +28,8 @@ def exported() -> dict[str, set[str]]:
     """Every series name Fender exports, with the label names it carries."""
     names: dict[str, set[str]] = {}
     metrics = Metrics()
-    described = [(f.name, f.type, f._labelnames) for f in metrics.hot.describe()]
+    families = [*metrics.hot.describe(), *metrics.slo.describe()]
+    described = [(f.name, f.type, f._labelnames) for f in families]
     for metric in vars(metrics).values():
         labels = getattr(metric, "_labelnames", None)
         if labels is not None:
@@ -40,6 +42,11 @@ def exported() -> dict[str, set[str]]:
             names[f"{name}_sum"] = names[f"{name}_count"] = set(labels)
         else:
             names[name] = set(labels)
+    # What the SLO rules record (fender slo rules): the labels they aggregate by.
+    recorded = {"namespace", "job", "route", "slo"}
+    for window in WINDOWS:
+        names[f"fender_slo:error_ratio:rate{window}"] = recorded
+    names["fender_slo:error_budget_remaining"] = recorded
     return names
 
 
@@ -55,7 +62,7 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
 
 def alert_rules(*values: Path) -> dict[str, Any]:
     """The `groups` of the rendered PrometheusRule: a promtool rules file."""
-    rule = find(render(*values, **{"alerts.enabled": "true"}), "PrometheusRule")
+    rule = find(render(*values, **{"alerts.enabled": "true"}), "PrometheusRule", "demo-fender")
     spec: dict[str, Any] = rule["spec"]
     return spec
 
@@ -78,7 +85,7 @@ def labels_used(expr: str) -> set[str]:
 
 def check_names(expr: str, extra_labels: set[str]) -> None:
     known = exported()
-    metrics = set(re.findall(r"\bfender_\w+", expr))
+    metrics = set(re.findall(r"\bfender_[\w:]+", expr))
     assert metrics, f"names no Fender metric: {expr}"
     unknown = metrics - known.keys()
     assert not unknown, f"{sorted(unknown)} are not exported by Fender: {expr}"
@@ -127,6 +134,8 @@ def test_dashboard_shows_what_operators_ask_for() -> None:
         "Circuit states",
         "Rate-limit waits",
         "Fallbacks by route",
+        "Error budget left",
+        "Burn rate by route",
     ):
         assert wanted in titles
     assert len({panel["id"] for panel in data["panels"]}) == len(data["panels"])

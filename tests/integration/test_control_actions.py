@@ -89,8 +89,10 @@ async def test_status_shows_guards_and_route_outcomes(upstream, proxy_factory, c
     up = status["upstreams"]["up"]
     assert up["endpoints"] == [{"endpoint": upstream.url, "usable": True}]
     assert up["breaker"]["state"] == "closed"
-    assert up["bulkhead"] == {"in_flight": 0, "queued": 0, "max_concurrent": 4}
-    assert status["routes"] == {"all": {"total": {"ok": 1}, "last_minute": {"ok": 1}}}
+    assert up["bulkhead"] == {"in_flight": 0, "queued": 0, "max_concurrent": 4, "max_queued": 0}
+    route = status["routes"]["all"]
+    assert (route["total"], route["last_minute"]) == ({"ok": 1}, {"ok": 1})
+    assert route["good_ratio"] == 1.0 and route["slo"] is None
     assert status["ready"] is True and status["config_hash"] == proxy.fender.config.hash
 
 
