@@ -54,21 +54,21 @@ def request_head(call: Call, host: bytes, prefix: bytes, extra: bytes = b"") -> 
         framing, chunked = b"", False  # the common case, without a call
     else:
         framing, chunked = request_framing(call)
-    lines = call.headers.lines
-    head = (
-        b"%s %s%s HTTP/1.1\r\nhost: %s\r\n%s\r\n%s%s\r\n"
-        % (
+    # One join, no format string to parse: `host` is the endpoint's, ready as bytes.
+    head = b"".join(
+        (
             call.method.encode("ascii"),
+            b" ",
             prefix,
             call.target.encode("latin-1"),
+            b" HTTP/1.1\r\nhost: ",
             host,
-            b"\r\n".join(lines),
+            b"\r\n",
+            call.headers.encoded(),
             framing,
             extra,
+            b"\r\n",
         )
-        if lines
-        else b"%s %s%s HTTP/1.1\r\nhost: %s\r\n%s%s\r\n"
-        % (call.method.encode("ascii"), prefix, call.target.encode("latin-1"), host, framing, extra)
     )
     return head, chunked
 
@@ -105,7 +105,7 @@ _FENDER_LINES: dict[tuple[str, int, str, bool], bytes] = {}
 def response_head(reply: Reply, framing: bytes, attempts: int, retry_owned: bool) -> bytes:
     status = status_line(reply.status, reply.reason)
     fender = fender_lines(reply, attempts, retry_owned)
-    return b"%s%s%s%s\r\n" % (status, reply.headers.encoded(), fender, framing)
+    return b"".join((status, reply.headers.encoded(), fender, framing, b"\r\n"))
 
 
 def error_reply(err: FenderError, rid: str) -> Reply:
