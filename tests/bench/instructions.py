@@ -9,10 +9,11 @@ The method of issue 11's table (the team's shared/tools/instr/instr.py): an ngin
 and not counted, is the upstream (`return 200 'ok'`, a 2-byte body, and a 16 KiB file).
 Each proxy runs alone under `valgrind --tool=callgrind`. Per case: WARMUP requests, then
 `callgrind_control --zero`, N requests one after another on one keep-alive connection, then
-`callgrind_control --dump`; the instructions in that dump / N is the figure. Callgrind
-counts the instructions the program executes (every thread), not time, so the same
-program and inputs give nearly the same count whatever else the machine does: a 2% change
-shows here when wrk's req/s on a shared machine hides it.
+`callgrind_control --dump`; the instructions that dump counts (its summary line) / N is
+the figure. Callgrind counts the instructions the program executes (every thread), not
+time, so the same program and inputs give nearly the same count whatever else the machine
+does: a 2% change shows here when wrk's req/s on a shared machine hides it (two runs on a
+2-core VM busy with other work agreed within 1% on every case).
 
 Cases (CASES): Fender's plain route; every policy configured but idle (run.py's
 "fender-all"); an open-circuit answer (503) and a rate-limit rejection (429), answers Fender
@@ -32,8 +33,9 @@ watcher stats the file every second, the log writer thread wakes every 0.25 s wh
 come (and ends after 2 s without any), and a thread switch or a timer check happens when
 the clock says so. Under callgrind a request takes milliseconds, so this adds about
 (background instructions per second x wall seconds of the run) / N to each figure, and more
-when a busy machine stretches the run. That is why N is large (3,000: the share stays
-around 1% or less) and why the report measures the background rate of each process over an
+when a busy machine stretches the run. That is why N is large (3,000: the share came out at
+0.1-0.3% on a 2-core VM shared with other work, about 100k background instructions a
+second against 2-4 ms a request) and why the report measures the background rate of each process over an
 idle window (IDLE_WINDOW) and prints each case's estimated share, its raw total and its
 wall time beside the figure: a share well above 1% says to rerun on a quieter machine.
 """
