@@ -1,8 +1,10 @@
 """Throughput, latency and CPU cost of one proxy hop: upstream direct vs Fender vs nginx.
 
 Run `python tests/bench/run.py` (about 7 minutes; `--quick` for a ~20 s smoke run,
-`--json PATH` to also write the results as JSON). Needs `wrk`, `taskset` and, for the nginx
-column and the fast upstream, `nginx`; wrk and nginx are apt-installed when missing.
+`--json PATH` to also write the results as JSON, `--instructions` to add the instructions per
+request that callgrind counts, from instructions.py: about 2 minutes more, 1 with
+--quick). Needs `wrk`, `taskset` and, for the nginx column and the fast upstream, `nginx`
+(and `valgrind` for --instructions); they are apt-installed when missing.
 
 What runs, all on 127.0.0.1 with ports picked by the kernel:
 - upstream: nginx (1 worker, no access log) serving /small (20 bytes) and /16k (16 KiB) from
@@ -16,6 +18,9 @@ What runs, all on 127.0.0.1 with ports picked by the kernel:
 - answered by Fender itself: an open circuit (503, no upstream call) and a rate-limit
   rejection (429), their latency and CPU per answer.
 - nginx: a second nginx as reverse proxy, 1 worker, `keepalive 64` to the upstream.
+- memory (memory.py, before any proxied request): Fender's and nginx's RSS at idle after
+  start, and the RSS each idle keep-alive connection adds (1,000 of them, each after one
+  request).
 
 CPU placement (2 cores): the proxy under test alone on CPU 0; the upstream and wrk (-t1) share
 CPU 1 in every run, direct runs included. So CPU 1 does exactly the same work for all three
@@ -29,7 +34,8 @@ has, and a cross-core wake-up per request at 1 connection, which makes that base
 Each scenario (body x connections) is measured for each target in turn, and the whole sweep is
 repeated (--repeats, interleaved so drift hits all targets alike); the table shows medians.
 Every measured wrk run follows a 1 s warm-up. Latency columns are wrk's 50th and 99th
-percentiles. "CPU us/req" is the proxy's CPU time (utime+stime from /proc/PID/stat, master plus
+percentiles; "p50 added" is a target's p50 minus the direct p50 of the same scenario (at 1
+connection: the latency one proxy hop adds to a call). "CPU us/req" is the proxy's CPU time (utime+stime from /proc/PID/stat, master plus
 workers for nginx) during the measured run divided by the requests wrk completed; it is the
 number to compare across proxies, as throughput here is bounded by the shared CPU 1 as well.
 A run with socket errors or non-2xx responses stops the benchmark. The machine may be shared:
@@ -41,25 +47,40 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import re
 import resource
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `tests.bench` for a script
+
+from tests.bench import instructions, memory
+from tests.bench.servers import (
+    REPO,
+    BenchError,
+    Service,
+    ensure_tool,
+    fender_policy,
+    free_port,
+    http_get,
+    log,
+    nginx_proxy_conf,
+    process_tree,
+    snapshot_fender,
+    sources_sha1,
+    start_nginx,
+)
+from tests.bench.servers import start_fender as start_fender_service
+
 PROXY_CPU, LOAD_CPU = "0", "1"
 BODIES = {"small": b"hello from upstream\n", "16k": bytes(i % 251 for i in range(16384))}
 TARGETS = ("direct", "fender", "fender-all", "nginx")
@@ -71,55 +92,6 @@ LOCAL = {"open circuit": ("/open/small", 503), "rate limited": ("/limited/small"
 NOISY_PCT = 10  # a run during which others used more than this % of a core is flagged
 HZ = os.sysconf("SC_CLK_TCK")
 UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
-HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never an env proxy
-
-
-class BenchError(RuntimeError):
-    pass
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def ensure_tool(name: str, updated: list[bool]) -> str | None:
-    """The tool's path, apt-installing it first when missing; None when that fails."""
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
-    if found:
-        return found
-    log(f"{name} not found, installing it with apt-get")
-    apt = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    if not updated[0]:
-        subprocess.run(["apt-get", "update", "-qq"], env=apt, check=False)
-        updated[0] = True
-    cmd = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", name]
-    subprocess.run(cmd, env=apt, check=False)
-    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def http_get(url: str) -> tuple[int, bytes]:
-    with HTTP.open(url, timeout=2) as response:
-        return int(response.status), bytes(response.read())
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its descendants (nginx: the master and its workers)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                parents[int(entry)] = int(stat[stat.rindex(")") + 2 :].split()[1])
-    tree = [pid]
-    for parent in tree:
-        tree.extend(child for child, ppid in parents.items() if ppid == parent)
-    return tree
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -130,82 +102,6 @@ def cpu_seconds(pids: list[int]) -> float:
         fields = stat[stat.rindex(")") + 2 :].split()
         ticks += int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
     return ticks / HZ
-
-
-class Service:
-    """A server started by the bench, pinned to one CPU, stopped by PID."""
-
-    def __init__(self, name: str, cmd: list[str], cpu: str, stderr: Path, cwd: Path = REPO) -> None:
-        self.name, self.stderr = name, stderr
-        with stderr.open("wb") as err:
-            self.proc = subprocess.Popen(
-                ["taskset", "-c", cpu, *cmd],
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                start_new_session=True,  # Ctrl-C reaches the bench only; it stops us in order
-            )
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            tail = self.stderr.read_text(errors="replace")[-3000:]
-            raise BenchError(f"{self.name} exited with {self.proc.returncode}; stderr:\n{tail}")
-
-    def wait_ready(self, url: str, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            self.check_alive()
-            with contextlib.suppress(OSError):
-                if http_get(url)[0] == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise BenchError(f"{self.name} not ready at {url} after {timeout:.0f} s")
-            time.sleep(0.1)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if self.proc.poll() is not None:
-            return
-        pids = process_tree(self.proc.pid)
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log(f"{self.name} ignored SIGTERM for {timeout:.0f} s, killing it")
-            self.proc.kill()
-            self.proc.wait()
-        for pid in pids[1:]:  # workers the master left behind, if any
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def nginx_conf(tmp: Path, body: str) -> str:
-    temps = "\n".join(f"{kind}_temp_path {tmp / kind};" for kind in ("client_body", "proxy"))
-    temps += "".join(f"\n{kind}_temp_path {tmp / kind};" for kind in ("fastcgi", "uwsgi", "scgi"))
-    user = "user root;" if os.geteuid() == 0 else ""  # workers must read the 0700 temp dir
-    return f"""{user}
-worker_processes 1;
-daemon off;
-pid {tmp / "nginx.pid"};
-error_log {tmp / "error.log"} warn;
-events {{ worker_connections 4096; }}
-http {{
-access_log off;
-{temps}
-default_type application/octet-stream;
-keepalive_requests 1000000;
-keepalive_timeout 75s;
-{body}
-}}
-"""
-
-
-def start_nginx(name: str, nginx: str, tmp: Path, body: str, cpu: str) -> Service:
-    tmp.mkdir()
-    conf = tmp / "nginx.conf"
-    conf.write_text(nginx_conf(tmp, body))
-    cmd = [nginx, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "error.log")]
-    return Service(name, cmd, cpu, tmp / "stderr.log")
 
 
 def start_upstream(nginx: str | None, tmp: Path, port: int) -> Service:
@@ -234,74 +130,16 @@ server {{ listen 127.0.0.1:{port} backlog=4096; root {www}; }}"""
 
 
 def start_fender(tmp: Path, port: int, up_port: int) -> tuple[Service, int]:
-    """Fender, run from the snapshot of proxy/ in tmp/src, and its control port.
-
-    Routes: /p/ plain pass-through; /all/ every policy configured, with limits too high to
-    bite (so idle); /open/ an upstream on a closed port whose breaker opens at the first
-    failure and stays open; /limited/ a rate limit of one request an hour.
-    """
+    """Fender, run from the snapshot of proxy/ in tmp/src, and its control port (routes:
+    servers.fender_policy)."""
     control, dead = free_port(), free_port()
-    policy = tmp / "fender.yaml"
-    policy.write_text(f"""version: 1
-control: {{address: 127.0.0.1:{control}}}
-drain: {{delay: 0s, timeout: 5s}}
-listeners:
-  - name: bench
-    address: 127.0.0.1:{port}
-    routes:
-      - {{name: plain, upstream: up, match: {{path_prefix: /p/}}, rewrite: {{strip_prefix: /p}}}}
-      - name: all
-        upstream: guarded
-        policy: full
-        match: {{path_prefix: /all/}}
-        rewrite: {{strip_prefix: /all}}
-      - {{name: open, upstream: dead, match: {{path_prefix: /open/}}}}
-      - {{name: limited, upstream: up, policy: limited, match: {{path_prefix: /limited/}}}}
-upstreams:
-  up:
-    endpoints: [http://127.0.0.1:{up_port}]
-  guarded:
-    endpoints: [http://127.0.0.1:{up_port}]
-    circuit_breaker:
-      consecutive_failures: 5
-      failure_rate: {{threshold: 50%, min_calls: 20, window: 30s}}
-      slow_calls: {{duration: 10s, threshold: 80%}}
-    bulkhead: {{max_concurrent: 1000, max_queued: 100, queue_timeout: 1s}}
-    rate_limit: {{rate: 1000000/s, burst: 1000000, on_limit: queue, max_wait: 1s}}
-  spare:
-    endpoints: [http://127.0.0.1:{up_port}]
-  dead:
-    endpoints: [http://127.0.0.1:{dead}]
-    circuit_breaker: {{consecutive_failures: 1, open_for: 1h, max_open_for: 1h}}
-policies:
-  full:
-    timeouts: {{connect: 2s, per_try: 10s, first_byte: 30s, idle: 30s, total: 60s}}
-    retry: {{attempts: 3, backoff: {{base: 100ms}}}}
-    rate_limit: {{rate: 1000000/s, burst: 1000000, key: "header:x-tenant"}}
-    fallback:
-      on: [circuit_open, rate_limited, bulkhead_full, timeout, exhausted]
-      chain: [{{upstream: spare}}, {{stale: {{max_age: 1m}}}}, {{static: {{status: 503}}}}]
-  limited:
-    rate_limit: {{rate: 1/h, burst: 1}}
-""")
-    cmd = [sys.executable, "-m", "proxy", "run", "-c", str(policy)]
-    return Service("fender", cmd, PROXY_CPU, tmp / "fender.stderr", cwd=tmp / "src"), control
+    policy = fender_policy(port, control, up_port, dead)
+    fender = start_fender_service(tmp / "src", policy, tmp / "fender.stderr", cpu=PROXY_CPU)
+    return fender, control
 
 
 def start_nginx_proxy(nginx: str, tmp: Path, port: int, up_port: int) -> Service:
-    body = f"""upstream up {{
-  server 127.0.0.1:{up_port};
-  keepalive 64;
-  keepalive_requests 1000000;
-}}
-server {{
-  listen 127.0.0.1:{port} backlog=4096;
-  location / {{
-    proxy_pass http://up;
-    proxy_http_version 1.1;
-    proxy_set_header Connection "";
-  }}
-}}"""
+    body = nginx_proxy_conf(port, up_port)
     return start_nginx("nginx proxy", nginx, tmp / "nginx-proxy", body, PROXY_CPU)
 
 
@@ -369,26 +207,9 @@ def us(micros: float) -> str:
     return f"{micros:.0f}us" if micros < 1000 else f"{micros / 1000:.2f}ms"
 
 
-def sources_sha1(root: Path) -> str:
-    digest = hashlib.sha1(usedforsecurity=False)
-    for path in sorted((root / "proxy").rglob("*.py")):
-        digest.update(f"{path.relative_to(root)}\0".encode() + path.read_bytes())
-    return digest.hexdigest()[:10]
-
-
-def snapshot_fender(tmp: Path) -> str:
-    """Copy proxy/ to tmp/src (it may be edited while we run); say which version it is."""
-    shutil.copytree(REPO / "proxy", tmp / "src" / "proxy", ignore=shutil.ignore_patterns("*.pyc"))
-    state = f"proxy/ sources sha1 {sources_sha1(tmp / 'src')}"
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
-        return done.stdout.strip()
-
-    with contextlib.suppress(OSError):
-        dirty = " + uncommitted changes in proxy/" if git("status", "--short", "proxy") else ""
-        return f"{git('rev-parse', '--short', 'HEAD') or 'unknown'}{dirty}, {state}"
-    return state
+def signed_us(micros: float) -> str:
+    """A latency difference for the table: +62us, -3us, +1.20ms."""
+    return ("-" if micros < 0 else "+") + us(abs(micros))
 
 
 def load_average() -> str:
@@ -414,6 +235,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="2 s runs, 1 repeat, 64 conns")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count instructions per request under callgrind (instructions.py)",
+    )
     args = parser.parse_args()
     duration, repeats, conns = args.duration, args.repeats, (64, 1)
     if args.quick:
@@ -432,6 +258,8 @@ def main() -> int:
     runs: dict[tuple[str, int, str], list[Run]] = {}
     notes = [f"load average before the run: {load_average()}"]
     services: list[Service] = []
+    memory_figures: dict[str, dict[str, object]] = {}
+    counted: dict[str, object] | None = None
     with tempfile.TemporaryDirectory(prefix="fender-bench-") as tmp_name:
         tmp = Path(tmp_name)
         fender_source = snapshot_fender(tmp)
@@ -443,11 +271,17 @@ def main() -> int:
             fender, control = start_fender(tmp, ports["fender"], ports["direct"])
             services.append(fender)
             fender.wait_ready(f"http://127.0.0.1:{control}/readyz")
+            log("memory: Fender at idle, then 1,000 idle keep-alive connections")
+            memory_figures["fender"] = memory.measure_server(fender, ports["fender"], "/p/small")
             proxies = {"fender": fender}
             if nginx:
                 proxies["nginx"] = start_nginx_proxy(nginx, tmp, ports["nginx"], ports["direct"])
                 services.append(proxies["nginx"])
-                proxies["nginx"].wait_ready(f"http://127.0.0.1:{ports['nginx']}/small")
+                memory.wait_listening(proxies["nginx"], ports["nginx"])  # no request yet
+                log("memory: nginx at idle, then 1,000 idle keep-alive connections")
+                memory_figures["nginx"] = memory.measure_server(
+                    proxies["nginx"], ports["nginx"], "/small"
+                )
             trees = {target: process_tree(proxy.proc.pid) for target, proxy in proxies.items()}
             trees["fender-all"] = trees["fender"]
             ours = [pid for service in services for pid in process_tree(service.proc.pid)]
@@ -486,6 +320,12 @@ def main() -> int:
             for service in services:  # whatever a server complained about, even on success
                 if note := stderr_note(service):
                     notes.append(note)
+        if args.instructions:  # after the wrk runs: callgrind's slow processes alone
+            settings = instructions.Settings()
+            if args.quick:
+                settings = instructions.Settings(requests=500, sse_requests=50, chunks=8)
+            names = list(instructions.BY_NAME)
+            counted = instructions.measure(tmp / "src", tmp / "instructions", names, settings)
     version = subprocess.run([nginx, "-v"], capture_output=True, text=True) if nginx else None
     meta: dict[str, object] = {
         "duration_s": duration,
@@ -494,7 +334,8 @@ def main() -> int:
     }
     meta |= {"nginx": version.stderr.strip() if version else "none", "python": sys.version}
     meta |= {"proxy_cpu": PROXY_CPU, "load_cpu": LOAD_CPU}
-    report(runs, targets, scenarios, local_scenarios, meta, notes, args.json)
+    extra = {"memory": memory_figures, "instructions": counted}
+    report(runs, targets, scenarios, local_scenarios, meta, notes, extra, args.json)
     return 0
 
 
@@ -505,9 +346,10 @@ def summarize(
 ) -> tuple[list[dict[str, object]], list[tuple[str, ...]]]:
     """Medians per scenario and target, as JSON-able records and as table rows."""
     results: list[dict[str, object]] = []
-    rows = [("scenario", "target", "rps", "p50", "p99", "rps vs direct", "CPU us/req")]
+    rows = [("scenario", "target", "rps", "p50", "p50 added", "p99", "rps vs direct", "CPU us/req")]
     for body, connections in scenarios:
         direct_rps = statistics.median(r.rps for r in runs[body, connections, "direct"])
+        direct_p50 = statistics.median(r.p50_us for r in runs[body, connections, "direct"])
         for target in targets:
             these = runs[body, connections, target]
             rps = statistics.median(r.rps for r in these)
@@ -519,12 +361,15 @@ def summarize(
                 {"body": body, "body_bytes": len(BODIES[body]), "connections": connections}
                 | {"target": target, "rps_vs_direct": rps / direct_rps}
                 | {"median": {"rps": rps, "p50_us": p50, "p99_us": p99, "cpu_us_per_req": cpu}}
+                | {"p50_added_us": p50 - direct_p50}
                 | {"runs": [asdict(r) for r in these]}
             )
             cpu_text = "-" if cpu is None else f"{cpu:.0f}"
             ratio = f"{rps / direct_rps:.2f}"
             scenario = f"{body} body, {connections} conn"
-            rows.append((scenario, target, f"{rps:,.0f}", us(p50), us(p99), ratio, cpu_text))
+            added = "-" if target == "direct" else signed_us(p50 - direct_p50)
+            row = (scenario, target, f"{rps:,.0f}", us(p50), added, us(p99), ratio, cpu_text)
+            rows.append(row)
     return results, rows
 
 
@@ -547,6 +392,7 @@ def report(
     local_scenarios: list[tuple[str, int]],
     meta: dict[str, object],
     notes: list[str],
+    extra: dict[str, Any],
     json_path: Path | None,
 ) -> None:
     print(f"Fender {meta['fender']} | {meta['nginx']} | Python {sys.version.split()[0]}")
@@ -590,8 +436,14 @@ def report(
     )
     for note in notes:
         print(f"note: {note}")
+    if extra["memory"]:
+        print()
+        print("\n".join(memory.table(extra["memory"])))
+    if extra["instructions"]:
+        print()
+        print("\n".join(instructions.table(extra["instructions"])))
     if json_path:
-        document = {"meta": meta | {"notes": notes}, "results": results}
+        document = {"meta": meta | {"notes": notes}, "results": results} | extra
         json_path.write_text(json.dumps(document, indent=2) + "\n")
         log(f"wrote {json_path}")
 
