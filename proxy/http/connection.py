@@ -13,16 +13,15 @@ body as bytes when it had already arrived whole, or as a stream relayed chunk by
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import TYPE_CHECKING, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from .alarm import Alarm
+from .answer import answer_fields
 from .codec import LAST_CHUNK
 from .codec import chunk as encode_chunk
 from .headers import Headers, WireHeaders
-from .hygiene import HOP_BY_HOP
 from .message import INF, Call, Rejected, Reply, UpstreamFailed
 from .pending import Pending
 from .stream import BodyStream
@@ -33,24 +32,7 @@ if TYPE_CHECKING:
 
 CONNECTING, IDLE, BUSY, TUNNEL, CLOSED = "connecting", "idle", "busy", "tunnel", "closed"
 NO_BODY_STATUS = frozenset({204, 304})
-_DROP = HOP_BY_HOP | {b"content-length"}
-_DROP_MARKS = tuple(
-    (name, b"\r\n" + name + b":") for name in sorted(_DROP - {b"content-length", b"connection"})
-)
-_CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade", b""})
 _NOTHING: frozenset[bytes] = frozenset()
-_RARE = re.compile(
-    rb"\r\n(?:" + b"|".join(re.escape(name) for name, _ in _DROP_MARKS) + rb"|x-fender-)"
-)
-
-
-def _cut(block: bytes, lower: bytes, at: int, name: int) -> tuple[bytes, bytes, bytes]:
-    """The head without the line at `at` (in both cases), and that line's value (lower
-    case; `name`: the length of the CRLF, the name and the colon before it)."""
-    stop = lower.find(b"\r\n", at + 2)
-    if stop < 0:
-        stop = len(lower)
-    return block[:at] + block[stop:], lower[:at] + lower[stop:], lower[at + name : stop]
 
 
 class StaleConnection(Exception):
@@ -234,33 +216,11 @@ class UpstreamConnection(asyncio.Protocol):
             self._reason, block = head[start + 13 : end], b""
         else:
             self._reason, block = head[start + 13 : first], head[first:end]  # "\r\nName: ..."
-        max_size, max_headers = self.limits
-        # (Every header line takes at least 4 bytes: a short head needs no counting.)
-        if (len(block) > 4 * max_headers and block.count(b"\r\n") > max_headers) or (
-            len(block) > max_size and max(map(len, block.split(b"\r\n"))) > max_size
-        ):
-            raise ValueError("answer headers over the limits")
-        lower = block.lower()
-        # `find`, not `in`: for bytes, `in` first tries its operand as an int, and pays for
-        # the exception that fails.
-        at = lower.find(b"\r\ncontent-length:")  # at most one: llhttp refuses two
-        if at >= 0:
-            block, lower, value = _cut(block, lower, at, 17)
-            self._length = int(value)
-        at = lower.find(b"\r\nconnection:")
-        if at >= 0:
-            cut, cut_lower, value = _cut(block, lower, at, 13)
-            if value.strip(b" \t") == b"keep-alive" and cut_lower.find(b"\r\nconnection:") < 0:
-                block, lower = cut, cut_lower  # the usual one: nothing to note
-            else:
-                block, lower = self._drop(b"connection", block, lower)
-        if _RARE.search(lower) is not None:  # the other hop-by-hop names, x-fender-*
-            for name, mark in _DROP_MARKS:
-                if lower.find(mark) >= 0:
-                    block, lower = self._drop(name, block, lower)
-            if lower.find(b"\r\nx-fender-") >= 0:  # Fender's words only
-                block, lower = self._drop(b"x-fender-", block, lower, prefix=True)
-        self._headers = WireHeaders(block[2:])
+        block, self._length, self._chunked, close, self._listed = answer_fields(
+            block, self._upgrade, self.limits
+        )
+        self._close = close
+        self._headers = WireHeaders(block)
         if not parser.should_keep_alive():
             self._close = True
         self._ready = True
@@ -271,35 +231,6 @@ class UpstreamConnection(asyncio.Protocol):
         if self._length is None and not self._chunked:
             self._close = True  # framed by the connection's end
         self._body = []  # chunks kept here until it is clear whether the body streams
-
-    def _drop(
-        self, name: bytes, block: bytes, lower: bytes, *, prefix: bool = False
-    ) -> tuple[bytes, bytes]:
-        """Take the lines of one hop-by-hop or framing field out, noting what they say."""
-        mark = b"\r\n" + name if prefix else b"\r\n" + name + b":"
-        at = lower.find(mark)
-        while at >= 0:
-            stop = lower.find(b"\r\n", at + 2)
-            stop = len(lower) if stop < 0 else stop
-            value = lower[at + len(mark) : stop].strip(b" \t")
-            keep = False
-            if name == b"content-length":
-                self._length = int(value)
-            elif name == b"transfer-encoding":
-                self._chunked = True
-            elif name == b"connection" and value != b"keep-alive":
-                tokens = frozenset(t.strip(b" \t") for t in value.split(b","))
-                self._close = self._close or b"close" in tokens
-                self._listed |= tokens - _CONNECTION_OPTIONS
-                keep = b"upgrade" in tokens and self._upgrade  # kept for the 101
-            elif name == b"upgrade":
-                keep = self._upgrade
-            if keep:
-                at = lower.find(mark, stop)
-                continue
-            block, lower = block[:at] + block[stop:], lower[:at] + lower[stop:]
-            at = lower.find(mark, at)
-        return block, lower
 
     def on_body(self, body: bytes) -> None:
         stream = self._stream
