@@ -44,6 +44,7 @@ class StatusBoard:
             "routes": self.route_outcomes(),
             "faults": self.faults.view(),
             "degradation": self.degradation.status(),
+            "fleet": gen.fleet.status() if gen.fleet is not None else None,
         }
 
     def downs(self, gen: Generation) -> dict[str, str]:
