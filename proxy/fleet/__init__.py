@@ -24,7 +24,7 @@ from ..observe.logs import JsonLog
 from ..state.clock import Clock
 from .cooldowns import Cooldowns, Hold
 from .heartbeat import Heartbeat
-from .link import Link
+from .link import CONNECT_WAIT, Link
 
 if TYPE_CHECKING:
     from ..config.model import Config
@@ -88,7 +88,8 @@ class Fleet:
     async def close(self, link_too: bool = True) -> None:
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:  # bounded: the channel's task may take a second to see it
+            await asyncio.wait(self._tasks, timeout=2 * CONNECT_WAIT)
         if self.started and self.link.up:
             await self.heartbeat.beat("leave")  # the others count one less at once
         if link_too:

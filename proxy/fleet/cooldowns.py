@@ -97,8 +97,10 @@ class Cooldowns:
     async def run(self) -> None:
         """Listen on the channel for good; resubscribe (with backoff) when it breaks, and
         when the link came back up (a silent network split may have left it dead)."""
-        backoff = BASE
-        while True:
+        backoff, me = BASE, asyncio.current_task()
+        # redis-py's get_message() may swallow a cancellation (and wait on): so the loops
+        # also end when one was asked for.
+        while me is None or not me.cancelling():
             pubsub = self.link.client.pubsub(ignore_subscribe_messages=True)
             try:
                 await asyncio.wait_for(pubsub.subscribe(self.channel), CONNECT_WAIT)
@@ -106,7 +108,7 @@ class Cooldowns:
                 self.subscribed = True
                 await self._catch_up(self.holders)
                 backoff = BASE
-                while self.link.breaker.ups == ups:
+                while self.link.breaker.ups == ups and not (me and me.cancelling()):
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message.get("type") == "message":
                         self.learned(message["data"])

@@ -35,6 +35,7 @@ from ..state.link_breaker import DOWN, UP, LinkBreaker
 UNAVAILABLE: Any = object()  # what a call settles with when Redis did not answer in time
 MAX_IN_FLIGHT = 8  # pipelines out at once; later calls gather into the next one
 CONNECT_WAIT = 1.0  # a probe may take this long to (re)connect, TLS included
+TIMER_SLACK = 0.001
 Arg = str | bytes | int | float
 
 
@@ -64,6 +65,9 @@ class Link:
     def __init__(self, config: Redis, clock: Clock, log: JsonLog) -> None:
         self.config = config
         self.timeout = config.timeout
+        # The event loop's timers fire up to a millisecond late (libuv counts whole
+        # milliseconds): aim that much early, so that no request waits past the timeout.
+        self._bound = max(0.0005, config.timeout - TIMER_SLACK)
         self.clock = clock
         self.log = log
         self.where = redacted_url(config.url)
@@ -107,7 +111,7 @@ class Link:
         batch = self._pending
         if batch is None:
             batch = self._pending = _Batch()
-            batch.timer = self.clock.call_later(self.timeout, lambda: self._expire(batch))
+            batch.timer = self.clock.call_later(self._bound, lambda: self._expire(batch))
             loop.call_soon(self._flush)
         future: asyncio.Future[Any] = loop.create_future()
         batch.commands.append(("EVALSHA", script.sha, len(keys), *keys, *args))

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import orjson
@@ -112,24 +112,32 @@ async def counted(replicas: list[Replica], client: aiohttp.ClientSession, n: int
     raise AssertionError(f"the replicas did not count {n}: {views}")
 
 
+class Answer(NamedTuple):
+    status: int
+    headers: dict[str, str]
+    took: float  # seconds
+    sent: float  # loop time
+
+
 async def hammer(
     client: aiohttp.ClientSession,
     url: str,
     per_second: float,
     seconds: float,
     headers: dict[str, str] | None = None,
-) -> list[tuple[int, dict[str, str], float]]:
-    """Requests on a fixed schedule (not waiting for answers): (status, headers, seconds
-    it took) of each."""
+    offset: float = 0.0,
+) -> list[Answer]:
+    """Requests on a fixed schedule (not waiting for answers), the first after `offset`
+    seconds, and what each got."""
     loop = asyncio.get_running_loop()
 
-    async def one() -> tuple[int, dict[str, str], float]:
+    async def one() -> Answer:
         sent = loop.time()
         async with client.get(url, headers=headers) as resp:
             await resp.read()
-            return resp.status, dict(resp.headers), loop.time() - sent
+            return Answer(resp.status, dict(resp.headers), loop.time() - sent, sent)
 
-    tasks, start, i = [], loop.time(), 0
+    tasks, start, i = [], loop.time() + offset, 0
     while (due := start + i / per_second) < start + seconds:
         await asyncio.sleep(max(0.0, due - loop.time()))
         tasks.append(asyncio.ensure_future(one()))
@@ -147,6 +155,7 @@ class DelayProxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -157,6 +166,10 @@ class DelayProxy:
         return f"redis://127.0.0.1:{self.port}/0"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         self._writers += [writer, up_writer]
         loop = asyncio.get_running_loop()
@@ -178,10 +191,14 @@ class DelayProxy:
             await asyncio.gather(upstream(), downstream())
 
     async def close(self) -> None:
+        """Stop: no new connection, and every open one cut."""
         if self._server is not None:
             self._server.close()
         for writer in self._writers:
             writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 def _write(writer: asyncio.StreamWriter, data: bytes) -> None:
