@@ -192,7 +192,9 @@ class Link:
         try:
             await asyncio.wait_for(self.client.ping(), CONNECT_WAIT)  # (re)connects
             await asyncio.wait_for(self.client.ping(), self.timeout)
-            load = [("SCRIPT", "LOAD", script.source) for script in self.scripts.values()]
+            load: list[tuple[Arg, ...]] = [
+                ("SCRIPT", "LOAD", s.source) for s in self.scripts.values()
+            ]
             if load:  # now, rather than on the first request's NOSCRIPT
                 await asyncio.wait_for(self._execute(load), CONNECT_WAIT)
         except (TimeoutError, RedisError, OSError) as exc:
