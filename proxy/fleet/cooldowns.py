@@ -17,8 +17,6 @@ import contextlib
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from redis.exceptions import RedisError
-
 from ..observe.logs import JsonLog
 from ..state.clock import Clock
 from .link import CONNECT_WAIT
@@ -87,7 +85,7 @@ class Cooldowns:
             pipe.pttl(self.key(name))
         try:
             left = await asyncio.wait_for(pipe.execute(), CONNECT_WAIT)
-        except (TimeoutError, RedisError, OSError):
+        except self.link.errors:
             return  # the channel's loop tries again
         for name, ms in zip(names, left, strict=True):
             hold = self.holders.get(name)
@@ -112,10 +110,10 @@ class Cooldowns:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message.get("type") == "message":
                         self.learned(message["data"])
-            except (TimeoutError, RedisError, OSError):
+            except self.link.errors:
                 await self.clock.sleep(backoff)
                 backoff = min(MAX_BACKOFF, backoff * 2)
             finally:
                 self.subscribed = False
-                with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+                with contextlib.suppress(*self.link.errors):
                     await asyncio.wait_for(pubsub.aclose(), CONNECT_WAIT)  # type: ignore[no-untyped-call]

@@ -22,11 +22,6 @@ import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
-
 from ..config.fleet import Redis, redacted_url
 from ..observe.logs import JsonLog
 from ..state.clock import Cancellable, Clock
@@ -71,6 +66,14 @@ class Link:
         self.clock = clock
         self.log = log
         self.where = redacted_url(config.url)
+        # redis-py takes a quarter of a second to import: only a file with `redis:` pays.
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import NoScriptError, RedisError
+
+        self.errors: tuple[type[BaseException], ...] = (TimeoutError, RedisError, OSError)
+        self._noscript = NoScriptError
         options: dict[str, Any] = {}
         if config.password is not None:
             options["password"] = config.password
@@ -159,7 +162,7 @@ class Link:
 
     async def _pipeline(self, commands: list[tuple[Arg, ...]]) -> list[Any]:
         replies = await self._execute(commands)
-        refused = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        refused = [i for i, reply in enumerate(replies) if isinstance(reply, self._noscript)]
         if refused:  # Redis lost the scripts: load them all, send again what it refused
             await self._execute([("SCRIPT", "LOAD", s.source) for s in self.scripts.values()])
             again = await self._execute([commands[i] for i in refused])
@@ -197,7 +200,7 @@ class Link:
             ]
             if load:  # now, rather than on the first request's NOSCRIPT
                 await asyncio.wait_for(self._execute(load), CONNECT_WAIT)
-        except (TimeoutError, RedisError, OSError) as exc:
+        except self.errors as exc:
             self.breaker.probe_failed()
             return _why(exc)
         self.breaker.succeeded()
@@ -235,7 +238,7 @@ class Link:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._pending is not None and self._pending.timer is not None:
             self._pending.timer.cancel()
-        with contextlib.suppress(TimeoutError, RedisError, OSError):  # a Redis that is gone
+        with contextlib.suppress(*self.errors):  # a Redis that is gone
             await asyncio.wait_for(self.client.aclose(), CONNECT_WAIT)
         self._loop = None
 

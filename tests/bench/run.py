@@ -13,6 +13,11 @@ What runs, all on 127.0.0.1 with ports picked by the kernel:
   route with every policy configured (timeouts, retry, route rate limit, fallback chain;
   breaker, bulkhead and quota on its upstream) but with limits that never bite. Their
   difference, in the notes, is what idle policies cost.
+- a rate limit that never bites, on two more routes of the same Fender: "fender-rl-local"
+  (the replica's own bucket) and "fender-rl-global" (`scope: global`, its bucket in a local
+  redis-server started on the load CPU, apt-installed when missing). The notes give their
+  throughput ratio and, from Fender's /status, the EVALSHA commands and the round trips
+  (pipelines) to Redis per admission, and any local fallbacks (there should be none).
 - answered by Fender itself: an open circuit (503, no upstream call) and a rate-limit
   rejection (429), their latency and CPU per answer.
 - nginx: a second nginx as reverse proxy, 1 worker, `keepalive 64` to the upstream.
@@ -62,10 +67,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 PROXY_CPU, LOAD_CPU = "0", "1"
 BODIES = {"small": b"hello from upstream\n", "16k": bytes(i % 251 for i in range(16384))}
-TARGETS = ("direct", "fender", "fender-all", "nginx")
-# Where each target is reached: Fender serves "fender" (plain pass-through) and "fender-all"
-# (every policy configured but idle) from one process, on two routes.
+TARGETS = ("direct", "fender", "fender-all", "fender-rl-local", "fender-rl-global", "nginx")
+# Where each target is reached: Fender serves "fender" (plain pass-through), "fender-all"
+# (every policy configured but idle) and two routes with a rate limit that never bites,
+# one local and one `scope: global` (its bucket in a local Redis), from one process.
 PREFIX = {"direct": "", "fender": "/p", "fender-all": "/all", "nginx": ""}
+PREFIX |= {"fender-rl-local": "/rl-local", "fender-rl-global": "/rl-global"}
+FENDER_TARGETS = ("fender", "fender-all", "fender-rl-local", "fender-rl-global")
 # Answers Fender gives without calling an upstream: (path, expected status).
 LOCAL = {"open circuit": ("/open/small", 503), "rate limited": ("/limited/small", 429)}
 NOISY_PCT = 10  # a run during which others used more than this % of a core is flagged
@@ -233,14 +241,38 @@ server {{ listen 127.0.0.1:{port} backlog=4096; root {www}; }}"""
     return Service("upstream aiohttp", cmd, LOAD_CPU, tmp / "upstream.stderr")
 
 
-def start_fender(tmp: Path, port: int, up_port: int) -> tuple[Service, int]:
+def start_redis(redis: str, tmp: Path, port: int) -> Service:
+    """A local Redis for the global limit, on the load CPU (it is not the proxy's work)."""
+    cmd = [redis, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly"]
+    cmd += ["no", "--daemonize", "no", "--dir", str(tmp)]
+    return Service("redis", cmd, LOAD_CPU, tmp / "redis.stderr")
+
+
+def wait_redis(service: Service, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        service.check_alive()
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as s:
+            s.sendall(b"PING\r\n")
+            if s.recv(16).startswith(b"+PONG"):
+                return
+        time.sleep(0.05)
+    raise BenchError(f"redis not answering on port {port}")
+
+
+def start_fender(
+    tmp: Path, port: int, up_port: int, redis_port: int | None = None
+) -> tuple[Service, int]:
     """Fender, run from the snapshot of proxy/ in tmp/src, and its control port.
 
     Routes: /p/ plain pass-through; /all/ every policy configured, with limits too high to
     bite (so idle); /open/ an upstream on a closed port whose breaker opens at the first
-    failure and stays open; /limited/ a rate limit of one request an hour.
+    failure and stays open; /limited/ a rate limit of one request an hour; /rl-local/ and
+    /rl-global/ a rate limit that never bites, local and (with a Redis) global.
     """
     control, dead = free_port(), free_port()
+    fleet = f"redis: {{url: 'redis://127.0.0.1:{redis_port}/0'}}\n" if redis_port else ""
+    scope = "global" if redis_port else "local"
     policy = tmp / "fender.yaml"
     policy.write_text(f"""version: 1
 control: {{address: 127.0.0.1:{control}}}
@@ -257,6 +289,16 @@ listeners:
         rewrite: {{strip_prefix: /all}}
       - {{name: open, upstream: dead, match: {{path_prefix: /open/}}}}
       - {{name: limited, upstream: up, policy: limited, match: {{path_prefix: /limited/}}}}
+      - name: rl-local
+        upstream: up
+        policy: rl-local
+        match: {{path_prefix: /rl-local/}}
+        rewrite: {{strip_prefix: /rl-local}}
+      - name: rl-global
+        upstream: up
+        policy: rl-global
+        match: {{path_prefix: /rl-global/}}
+        rewrite: {{strip_prefix: /rl-global}}
 upstreams:
   up:
     endpoints: [http://127.0.0.1:{up_port}]
@@ -283,7 +325,11 @@ policies:
       chain: [{{upstream: spare}}, {{stale: {{max_age: 1m}}}}, {{static: {{status: 503}}}}]
   limited:
     rate_limit: {{rate: 1/h, burst: 1}}
-""")
+  rl-local:
+    rate_limit: {{rate: 1000000/s, burst: 1000000}}
+  rl-global:
+    rate_limit: {{rate: 1000000/s, burst: 1000000, scope: {scope}}}
+{fleet}""")
     cmd = [sys.executable, "-m", "proxy", "run", "-c", str(policy)]
     return Service("fender", cmd, PROXY_CPU, tmp / "fender.stderr", cwd=tmp / "src"), control
 
@@ -414,7 +460,15 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="2 s runs, 1 repeat, 64 conns")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
+    parser.add_argument(
+        "--targets",
+        default=",".join(TARGETS),
+        help="comma-separated subset of " + ", ".join(TARGETS) + " (direct is always run)",
+    )
     args = parser.parse_args()
+    wanted = {"direct", *args.targets.split(",")}
+    if unknown := wanted - set(TARGETS):
+        raise BenchError(f"unknown targets: {', '.join(sorted(unknown))}")
     duration, repeats, conns = args.duration, args.repeats, (64, 1)
     if args.quick:
         duration, repeats, conns = 2.0, 1, (64,)
@@ -426,10 +480,15 @@ def main() -> int:
     nginx = ensure_tool("nginx", updated)
     if not nginx:
         log("nginx could not be installed: no nginx column, aiohttp upstream instead")
-    targets = [t for t in TARGETS if nginx or t != "nginx"]
+    redis = ensure_tool("redis-server", updated) if "fender-rl-global" in wanted else None
+    if "fender-rl-global" in wanted and not redis:
+        log("redis-server could not be installed: no fender-rl-global target")
+    targets = [t for t in TARGETS if t in wanted and (nginx or t != "nginx")]
+    targets = [t for t in targets if redis or t != "fender-rl-global"]
     scenarios = [(body, c) for c in conns for body in BODIES]
     local_scenarios = [(kind, c) for c in conns for kind in LOCAL]
     runs: dict[tuple[str, int, str], list[Run]] = {}
+    redis_use: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
     notes = [f"load average before the run: {load_average()}"]
     services: list[Service] = []
     with tempfile.TemporaryDirectory(prefix="fender-bench-") as tmp_name:
@@ -437,21 +496,29 @@ def main() -> int:
         fender_source = snapshot_fender(tmp)
         try:
             ports = {t: free_port() for t in targets}
-            ports["fender-all"] = ports["fender"]
+            ports["fender"] = free_port()  # serves every fender-* target, and LOCAL's
+            for target in FENDER_TARGETS:
+                ports[target] = ports["fender"]
             services.append(start_upstream(nginx, tmp, ports["direct"]))
             services[0].wait_ready(f"http://127.0.0.1:{ports['direct']}/small")
-            fender, control = start_fender(tmp, ports["fender"], ports["direct"])
+            redis_port = free_port() if redis else None
+            if redis and redis_port:
+                services.append(start_redis(redis, tmp, redis_port))
+                wait_redis(services[-1], redis_port)
+            fender, control = start_fender(tmp, ports["fender"], ports["direct"], redis_port)
             services.append(fender)
             fender.wait_ready(f"http://127.0.0.1:{control}/readyz")
             proxies = {"fender": fender}
-            if nginx:
+            if "nginx" in targets:
                 proxies["nginx"] = start_nginx_proxy(nginx, tmp, ports["nginx"], ports["direct"])
                 services.append(proxies["nginx"])
                 proxies["nginx"].wait_ready(f"http://127.0.0.1:{ports['nginx']}/small")
             trees = {target: process_tree(proxy.proc.pid) for target, proxy in proxies.items()}
-            trees["fender-all"] = trees["fender"]
+            for target in FENDER_TARGETS:
+                trees[target] = trees["fender"]
             ours = [pid for service in services for pid in process_tree(service.proc.pid)]
-            for target, port in ports.items():  # every target serves the right bytes
+            for target in targets:  # every target serves the right bytes
+                port = ports[target]
                 for path, body in BODIES.items():
                     url = f"http://127.0.0.1:{port}{PREFIX[target]}/{path}"
                     if http_get(url) != (200, body):
@@ -473,7 +540,16 @@ def main() -> int:
                         log(f"repeat {repeat}/{repeats}: {body} body, {connections} conn, {target}")
                         wrk(url, connections, 1)  # warm-up: connections, pools, caches
                         proxy = trees.get(target, [])
+                        before = fleet_counts(control) if target == "fender-rl-global" else None
                         run = measure(url, connections, duration, proxy, ours)
+                        if before is not None:
+                            after = fleet_counts(control)
+                            trips, commands, fallbacks = (
+                                a - b for a, b in zip(after, before, strict=True)
+                            )
+                            redis_use.setdefault((body, connections), []).append(
+                                (trips / run.requests, commands / run.requests, fallbacks)
+                            )
                         for each in services:
                             each.check_alive()
                         runs.setdefault((body, connections, target), []).append(run)
@@ -494,6 +570,7 @@ def main() -> int:
     }
     meta |= {"nginx": version.stderr.strip() if version else "none", "python": sys.version}
     meta |= {"proxy_cpu": PROXY_CPU, "load_cpu": LOAD_CPU}
+    fleet_notes(runs, targets, scenarios, redis_use, notes)
     report(runs, targets, scenarios, local_scenarios, meta, notes, args.json)
     return 0
 
@@ -526,6 +603,46 @@ def summarize(
             scenario = f"{body} body, {connections} conn"
             rows.append((scenario, target, f"{rps:,.0f}", us(p50), us(p99), ratio, cpu_text))
     return results, rows
+
+
+def fleet_counts(control: int) -> tuple[float, float, float]:
+    """Pipelines and commands sent to Redis so far (GET /status), and local fallbacks."""
+    fleet = json.loads(http_get(f"http://127.0.0.1:{control}/status")[1])["fleet"] or {}
+    metrics = http_get(f"http://127.0.0.1:{control}/metrics")[1].decode()
+    fallbacks = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("fender_rate_limit_fallbacks_total{")
+    )
+    return float(fleet.get("round_trips", 0)), float(fleet.get("commands", 0)), fallbacks
+
+
+def fleet_notes(
+    runs: dict[tuple[str, int, str], list[Run]],
+    targets: list[str],
+    scenarios: list[tuple[str, int]],
+    redis_use: dict[tuple[str, int], list[tuple[float, float, float]]],
+    notes: list[str],
+) -> None:
+    """A global limit that never bites vs the same limit kept locally, and what it asks of
+    Redis per admission: EVALSHA commands and pipelines (round trips)."""
+    if not {"fender-rl-local", "fender-rl-global"} <= set(targets):
+        return
+    for body, connections in scenarios:
+        local = runs[body, connections, "fender-rl-local"]
+        shared = runs[body, connections, "fender-rl-global"]
+        rps = statistics.median(r.rps for r in shared) / statistics.median(r.rps for r in local)
+        cpu_local = statistics.median(r.cpu_us_per_req or 0.0 for r in local)
+        cpu_global = statistics.median(r.cpu_us_per_req or 0.0 for r in shared)
+        use = redis_use.get((body, connections), [])
+        trips = statistics.median(u[0] for u in use) if use else float("nan")
+        commands = statistics.median(u[1] for u in use) if use else float("nan")
+        fallbacks = sum(u[2] for u in use)
+        notes.append(
+            f"global vs local rate limit ({body} body, {connections} conn): throughput "
+            f"x{rps:.3f}, CPU per request {cpu_global / cpu_local - 1:+.1%}; per admission "
+            f"{commands:.3f} EVALSHA in {trips:.3f} round trips; {fallbacks:.0f} local fallbacks"
+        )
 
 
 def print_table(rows: list[tuple[str, ...]]) -> None:
@@ -571,7 +688,7 @@ def report(
         )
     print_table(local_rows)
     print()
-    for body, connections in scenarios:  # the price of configured but idle policies
+    for body, connections in scenarios if "fender-all" in targets else ():  # idle policies
         plain = runs[body, connections, "fender"]
         full = runs[body, connections, "fender-all"]
         rps = statistics.median(r.rps for r in full) / statistics.median(r.rps for r in plain)

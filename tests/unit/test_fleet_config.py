@@ -108,3 +108,17 @@ def test_the_password_is_redacted_in_the_public_view_and_the_hash(tmp_path):
     assert config.redis.password == "hunter2"
     assert config.public_view()["redis"]["password"] == f"${{file:{from_file}}}"
     assert "hunter2" not in str(config.public_view())
+
+
+def test_redis_py_is_imported_only_by_a_file_with_a_redis_section():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from proxy.app import Fender; from proxy.config.model import Config; "
+        "from tests.support.proxy import config; "
+        "Fender(Config.model_validate(config({'u': {'endpoints': ['http://127.0.0.1:1']}}))); "
+        "print('redis' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr
