@@ -3,7 +3,7 @@
 A reload builds a new Generation and swaps it in whole. State carries over by section:
 - an upstream whose section is unchanged keeps its Upstream (connection pool) and its
   guards (breaker state, bulkhead, quota and cool-down); a changed one starts fresh, and
-  so does a quota whose fleet (redis:) is not the same;
+  so does one with a quota when the fleet (redis:) is not the same one;
 - a route whose own section, policy section and referenced upstreams' guards are all
   unchanged keeps its pipeline (retry budget, rate-limit buckets, stale cache); else it
   starts fresh.

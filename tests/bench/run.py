@@ -242,8 +242,10 @@ server {{ listen 127.0.0.1:{port} backlog=4096; root {www}; }}"""
 
 
 def start_redis(redis: str, tmp: Path, port: int) -> Service:
-    """A local Redis for the global limit, on the load CPU (it is not the proxy's work)."""
-    cmd = [redis, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly"]
+    """A local Redis for the global limit, on the load CPU (it is not the proxy's work),
+    before wrk and the upstream there (as a Redis elsewhere would not wait for them)."""
+    cmd = ["nice", "-n", "-10", redis, "--bind", "127.0.0.1", "--port", str(port)]
+    cmd += ["--save", "", "--appendonly"]
     cmd += ["no", "--daemonize", "no", "--dir", str(tmp)]
     return Service("redis", cmd, LOAD_CPU, tmp / "redis.stderr")
 
