@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from proxy.config.fleet import Redis
 from proxy.fleet import Fleet, Link
-from proxy.fleet.buckets import GlobalBucket
+from proxy.fleet.buckets import GlobalBucket, decision
 from proxy.observe.logs import JsonLog
 from proxy.observe.metrics import Metrics
 from proxy.state.clock import RealClock
@@ -100,7 +100,7 @@ async def test_the_lua_bucket_decides_as_the_local_bucket_on_the_same_clock(redi
             if op == "give":
                 local.give_back()
                 reply = await shared.give_back(None, None, now=clock.now)
-                assert reply is not None and reply[0] == 1
+                assert reply is not None and decision(reply) == (True, 0.0)
             else:
                 granted, wait, decided_by = await shared.reserve(None, max_wait, left, clock.now)
                 assert decided_by is None  # by Redis, not the fallback
