@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ..observe.metrics import Metrics
 from ..state.clock import Clock
 from ..state.token_bucket import KeyedBuckets, TokenBucket
-from .link import Link
+from .link import Link, bulk
 
 if TYPE_CHECKING:
     from . import Fleet
@@ -70,6 +70,7 @@ return string.format('%d %.17g', granted, wait)
 """
 
 FAR = 1e9  # "no deadline", as a number Lua reads
+_NOW, _TAKE = bulk(b""), bulk(b"take")  # Redis's clock; the operation
 # (granted, wait or Retry-After, the local bucket that decided or None for Redis)
 Decision = tuple[bool, float, TokenBucket | None]
 
@@ -110,6 +111,9 @@ class GlobalBucket:
         self.clock = clock
         self.metrics = metrics
         self.args_rate, self.args_burst = repr(rate), str(burst)
+        # The decision's frame up to its first varying argument, made once (unkeyed).
+        self._head = self._frame_head(self.key)
+        metrics.zero(metrics.rate_limit_fallbacks, scope)  # exported at 0 (increase())
         self._shared_by = 0  # the N the fallback buckets were made for
         self._single: TokenBucket | None = None
         self._keyed: KeyedBuckets | None = None
@@ -120,16 +124,19 @@ class GlobalBucket:
         # Key values come from requests (a tenant id, a credential): kept as digests.
         return f"{self.key}:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
 
+    def _frame_head(self, redis_key: str) -> bytes:
+        parts = ("EVALSHA", self.script.sha, "1", redis_key, self.args_rate, self.args_burst)
+        return b"*10\r\n" + b"".join(bulk(part.encode()) for part in parts)
+
     async def reserve(
         self, key: str | None, max_wait: float, left: float, now: float | str = ""
     ) -> Decision:
         """Take a token (waiting at most `max_wait`, and less than `left`), or not.
         `now`: Redis's clock unless a test gives its own."""
-        future = self.link.call(
-            self.script,
-            (self.redis_key(key),),
-            (self.args_rate, self.args_burst, max_wait, min(left, FAR), now, "take"),
-        )
+        head = self._head if key is None else self._frame_head(self.redis_key(key))
+        tail = bulk(repr(max_wait).encode()) + bulk(repr(min(left, FAR)).encode())
+        tail += _NOW if now == "" else bulk(repr(now).encode())
+        future = self.link.send(head + tail + _TAKE)
         if future is not None:
             decided = decision(await future)  # None: UNAVAILABLE, or not its answer
             if decided is not None:

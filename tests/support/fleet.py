@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import aiohttp
 import orjson
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.proxy import spawn_fender
 from tests.support.redis_server import free_port
@@ -62,6 +63,15 @@ class Replica:
                 await self.proc.wait()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._reader, 5)
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """One sample's value in Prometheus text, or None when there is no such series."""
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == name and all(found.labels.get(k) == v for k, v in labels.items()):
+                return float(found.value)
+    return None
 
 
 def policy_file(tmp_path: Path, data: dict[str, Any]) -> Path:
