@@ -74,12 +74,7 @@ async def hammer_all(client, replicas, per_second, seconds, headers=None):
     return runs
 
 
-JITTER = 0.01  # how much later than Redis admitted it a request may reach the upstream
-
-
-def admitted_bound(seen) -> float:
-    """rate x T + burst over the span the admitted requests took at the upstream."""
-    return RATE * (seen[-1].at - seen[0].at + JITTER) + BURST
+JITTER = 0.01  # how much later than its send a request may reach Redis
 
 
 def offered_bound(answers) -> float:
@@ -101,7 +96,7 @@ async def test_three_replicas_admit_rate_times_t_plus_burst_in_total(
     assert statuses.count(429) == len(statuses) - admitted  # nothing else, never a 5xx
     seen = [s for s in upstream.seen if s.path_qs == "/x"]  # not the warm-up's
     assert len(seen) == admitted
-    assert admitted <= offered_bound(answers) and admitted <= admitted_bound(seen)  # never more
+    assert admitted <= offered_bound(answers)  # never more
     expected = RATE * (seen[-1].at - seen[0].at) + BURST  # 20 x 3 + 10 over the T it took
     assert abs(admitted - expected) <= 0.02 * (RATE * SECONDS + BURST), (admitted, expected)
     assert all([a.status for a in run].count(200) < admitted for run in runs)  # all took part
@@ -125,7 +120,7 @@ async def test_with_a_key_each_key_gets_the_fleet_limit(upstream, redis_url, rep
         seen = [s for s in upstream.seen if s.headers.get("x-tenant") == tenant]
         admitted = statuses.count(200)
         assert len(seen) == admitted and statuses.count(429) == len(statuses) - admitted
-        assert admitted <= offered_bound(answers) and admitted <= admitted_bound(seen)
+        assert admitted <= offered_bound(answers)
         expected = RATE * (seen[-1].at - seen[0].at) + BURST
         assert abs(admitted - expected) <= 0.02 * (RATE * SECONDS + BURST), (tenant, admitted)
     for replica in fleet:
