@@ -137,17 +137,19 @@ class Quota:
     async def _hold_off(self, call: Call) -> None:
         """During a cool-down: wait it out if the deadline allows, else 429 at once."""
         pause = self.paused_until - self.clock.monotonic()
-        if pause > 0:
-            if call.probe or self.clock.monotonic() + pause >= call.deadline:
-                self.metrics.count_rejection(call.route, "rate_limited")
-                raise Rejected(
-                    "rate_limited",
-                    f"upstream {self.upstream} asked for a pause",
-                    status=429,
-                    retry_after=pause,
-                )
-            await self.clock.sleep(pause)
-            self.metrics.observe_rate_limit_wait(self.scope, pause)
+        if pause <= 0:
+            self.paused_until = 0.0  # over: the calls after this one skip the check
+            return
+        if call.probe or self.clock.monotonic() + pause >= call.deadline:
+            self.metrics.count_rejection(call.route, "rate_limited")
+            raise Rejected(
+                "rate_limited",
+                f"upstream {self.upstream} asked for a pause",
+                status=429,
+                retry_after=pause,
+            )
+        await self.clock.sleep(pause)
+        self.metrics.observe_rate_limit_wait(self.scope, pause)
 
     def _learn(self, reply: Reply) -> None:
         asked = asked_wait(reply.headers, self.clock.wall())
