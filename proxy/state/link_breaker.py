@@ -4,6 +4,8 @@ Up: requests may ask Redis. `failures_to_open` failures in a row (an error, or n
 within `redis.timeout`) take it down. Down: no request asks Redis, so every decision is
 local and instant; a probe is due after a backoff that starts at `base` and doubles with
 each failed probe up to `max_backoff`; a probe (or any call) that succeeds brings it up.
+A link that goes down again soon after (`STEADY` s) starts from twice its last backoff:
+a Redis that answers a PING but not the scripts in time is not asked at every `base`.
 It starts down: up is what a first successful call proves.
 
 It is not proxy/state/breaker.py's CircuitBreaker: that one guards an upstream with
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from .clock import Clock
 
 UP, DOWN = "up", "down"
+STEADY = 10.0  # seconds up after which a new failure starts the backoff afresh
 Change = Callable[[str, str], None]  # (to, why)
 
 
@@ -38,6 +41,8 @@ class LinkBreaker:
         self.state = DOWN
         self.failures = 0  # in a row
         self.backoff = 0.0
+        self.last_backoff = 0.0  # the backoff when it last came up
+        self.up_since = 0.0
         self.probe_at = clock.monotonic()  # the first probe is due at once
         self.ups = 0  # times it came up: a new connection, subscriptions to renew
 
@@ -48,7 +53,8 @@ class LinkBreaker:
     def succeeded(self) -> None:
         self.failures = 0
         if self.state == DOWN:
-            self.state, self.backoff = UP, 0.0
+            self.state, self.last_backoff, self.backoff = UP, self.backoff, 0.0
+            self.up_since = self.clock.monotonic()
             self.ups += 1
             self.on_change(UP, "Redis answered")
 
@@ -56,8 +62,11 @@ class LinkBreaker:
         """A call failed or timed out; down after `failures_to_open` in a row."""
         self.failures += 1
         if self.state == UP and self.failures >= self.failures_to_open:
-            self.state, self.backoff = DOWN, self.base
-            self.probe_at = self.clock.monotonic() + self.backoff
+            now = self.clock.monotonic()
+            flapping = now - self.up_since < STEADY and self.last_backoff > 0
+            again = min(self.max_backoff, self.last_backoff * 2) if flapping else self.base
+            self.state, self.backoff = DOWN, again
+            self.probe_at = now + self.backoff
             self.on_change(DOWN, why)
 
     def probe_failed(self) -> None:

@@ -55,3 +55,19 @@ def test_a_down_link_is_probed_with_a_doubling_backoff_up_to_its_max():
     assert link.probe_in() == 0
     link.succeeded()
     assert link.up and link.ups == 2 and link.backoff == 0
+
+
+def test_a_link_that_goes_down_again_soon_starts_from_twice_its_last_backoff():
+    clock, changes = FakeClock(), []
+    link = breaker(clock, changes)
+    link.succeeded()
+    for round_ in range(5):  # up at each probe, down again at once: a flapping Redis
+        for _ in range(3):
+            link.failed("timeout")
+        assert link.probe_in() == pytest.approx(min(2.0, 0.05 * 2**round_))
+        clock.advance(link.probe_in())
+        link.succeeded()
+    clock.advance(10.0)  # up and steady for a while: a new failure starts afresh
+    for _ in range(3):
+        link.failed("timeout")
+    assert link.probe_in() == pytest.approx(0.05)
