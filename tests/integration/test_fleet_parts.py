@@ -75,6 +75,7 @@ def local_decision(local: TokenBucket, max_wait: float, left: float) -> tuple[bo
 STEPS = [
     (0.0, "take", 0.0, 100), (0.0, "take", 0.0, 100), (0.0, "take", 0.0, 100),
     (0.0, "take", 0.0, 100),  # empty: rejected, Retry-After 0.5
+    (0.0, "take", 1.0, 0.5),  # its token would come just at the deadline: not taken
     (0.1, "take", 1.0, 100),  # queued: waits 0.4
     (0.0, "take", 1.0, 100),  # behind it: 0.9
     (0.0, "take", 1.0, 100),  # 1.4 > max_wait: nothing taken
