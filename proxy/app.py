@@ -26,6 +26,7 @@ from .control.audit import AuditLog
 from .control.server import ControlServer
 from .control.status import StatusBoard
 from .control.token import TokenFile
+from .fleet import Fleet, fleet_for
 from .generation import Generation, build, observe
 from .http.upstream import AttemptRecorder, Upstream
 from .observe.logs import JsonLog
@@ -70,7 +71,9 @@ class Fender:
         self.log.tap(self.board.events.offer)  # the last events, for the status page
         self.draining = False
         self.started = False
-        self.generation, _ = self._build(config, None)
+        self.fleet = fleet_for(config, None, clock=self.clock, log=self.log)
+        self._watch_fleet()
+        self.generation, _ = self._build(config, None, self.fleet)
         self._swapped_in(self.generation)
         self.stop_requested = asyncio.Event()  # set by POST /drain; serve() waits on it
         audit_file = config.control.audit_log
@@ -89,7 +92,7 @@ class Fender:
         return functools.partial(self.metrics.count_attempt, upstream)
 
     def _build(
-        self, config: Config, previous: Generation | None
+        self, config: Config, previous: Generation | None, fleet: Fleet | None
     ) -> tuple[Generation, list[Upstream]]:
         return build(
             config,
@@ -101,12 +104,28 @@ class Fender:
             recorder=self._attempt_recorder,
             faults=self.faults,
             level=self.degradation.current,
+            fleet=fleet,
         )
 
     def _swapped_in(self, generation: Generation) -> None:
         """What points at a generation from outside, set when it becomes the running one."""
         observe(generation, self.metrics)
         self.faults.declared(generation.config.faults)
+        if generation.fleet is not None:  # cool-downs the fleet hears hold these quotas
+            quotas = {name: g.quota for name, g in generation.guards.items() if g.quota}
+            generation.fleet.adopt({name: quota.hold for name, quota in quotas.items()})
+
+    def _watch_fleet(self) -> None:
+        """fender_redis_up and fender_fleet_replicas, read when scraped (reloads change
+        the fleet)."""
+        self.metrics.redis_up.set_function(self._redis_up)
+        self.metrics.fleet_replicas.set_function(self._replicas)
+
+    def _redis_up(self) -> float:
+        return float(self.fleet is not None and self.fleet.link.up)
+
+    def _replicas(self) -> float:
+        return float(self.fleet.replicas) if self.fleet is not None else 0.0
 
     @property
     def upstreams(self) -> dict[str, Upstream]:
@@ -147,6 +166,8 @@ class Fender:
     async def start(self) -> None:
         """Start serving; on any failure, close what was started and raise."""
         try:
+            if self.fleet is not None:  # bounded: Fender starts whatever Redis does
+                await self.fleet.start()
             await self._start_upstreams(list(self.upstreams.values()))
             await self.sockets.start(self.config, self.generation)
             await self._start_control()
@@ -208,17 +229,25 @@ class Fender:
         Raises, with the running config left whole, when it cannot be applied."""
         old = self.generation
         fresh: list[Upstream] = []
+        fleet = fleet_for(config, self.fleet, clock=self.clock, log=self.log)
         try:
-            generation, fresh = self._build(config, old)
+            generation, fresh = self._build(config, old, fleet)
             await self._start_upstreams(fresh)
             bound = await self.sockets.prepare(config, generation)
+            if fleet is not None and fleet is not self.fleet:
+                await fleet.start()  # bounded; a Redis that is down fails nothing
         except BaseException:
             for upstream in fresh:  # started or not: close() is safe either way
                 await upstream.close()
+            if fleet is not None and fleet is not self.fleet:
+                await fleet.close(link_too=self.fleet is None or fleet.link is not self.fleet.link)
             raise
         # Committed from here on: nothing below waits for anything that can fail.
         self.generation, self.config = generation, config
+        old_fleet, self.fleet = self.fleet, fleet
         self._swapped_in(generation)
+        if old_fleet is not None and old_fleet is not fleet:  # its heartbeat leaves, in time
+            self._retire(old_fleet.close(fleet is None or fleet.link is not old_fleet.link))
         if config.log.level != old.config.log.level:
             self.log.set_level(config.log.level)
         self.log.set_buffer(config.log.buffer)
@@ -275,4 +304,6 @@ class Fender:
         if self._control is not None:
             await self._control.close()
             self._control = None
+        if self.fleet is not None:
+            await self.fleet.close()
         self.log.flush()

@@ -2,7 +2,8 @@
 
 A reload builds a new Generation and swaps it in whole. State carries over by section:
 - an upstream whose section is unchanged keeps its Upstream (connection pool) and its
-  guards (breaker state, bulkhead, quota and cool-down); a changed one starts fresh;
+  guards (breaker state, bulkhead, quota and cool-down); a changed one starts fresh, and
+  so does one with a quota when the fleet (redis:) is not the same one;
 - a route whose own section, policy section and referenced upstreams' guards are all
   unchanged keeps its pipeline (retry budget, rate-limit buckets, stale cache); else it
   starts fresh.
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config.model import Config, Route
+from .fleet import Fleet
 from .http.routing import CompiledRoute, Router, RouteTarget, Routing
 from .http.upstream import AttemptRecorder, Upstream
 from .observe.logs import JsonLog
@@ -33,7 +35,7 @@ from .state.clock import Clock
 from .state.faults import Faults
 from .state.health import Health
 
-Signature = tuple[str, str, tuple[int, ...]]  # route json, policy json, ids of its guards
+Signature = tuple[str, str, tuple[int, ...]]  # route json, policy json, ids of guards (+ fleet)
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Generation:
     guards: dict[str, Guards] = field(default_factory=dict)
     routings: dict[str, Routing] = field(default_factory=dict)  # by listener name
     zeros: list[tuple[Any, tuple[str, ...]]] = field(default_factory=list)  # see observe()
+    fleet: Fleet | None = None  # redis: the fleet its global limits and cool-downs use
     _routes: dict[str, tuple[Signature, RouteTarget]] = field(default_factory=dict)
 
 
@@ -57,14 +60,16 @@ def build(
     recorder: Callable[[str], AttemptRecorder],
     faults: Faults,
     level: Callable[[], int] = lambda: 0,
+    fleet: Fleet | None = None,
 ) -> tuple[Generation, list[Upstream]]:
     """The new generation, and the upstreams it made afresh (they need start())."""
     with metrics.deferred() as zeros:
-        return _build(config, previous, clock, metrics, log, rng, recorder, faults, level, zeros)
+        gen = Generation(config, zeros=zeros, fleet=fleet)
+        return _build(gen, previous, clock, metrics, log, rng, recorder, faults, level)
 
 
 def _build(
-    config: Config,
+    gen: Generation,
     previous: Generation | None,
     clock: Clock,
     metrics: Metrics,
@@ -73,19 +78,21 @@ def _build(
     recorder: Callable[[str], AttemptRecorder],
     faults: Faults,
     level: Callable[[], int],
-    zeros: list[tuple[Any, tuple[str, ...]]],
 ) -> tuple[Generation, list[Upstream]]:
-    gen = Generation(config, zeros=zeros)
-    fresh: list[Upstream] = []
+    config, fresh = gen.config, []
     for name, section in config.upstreams.items():
         kept = previous is not None and previous.config.upstreams.get(name) == section
+        if previous is not None and kept and section.rate_limit is not None:
+            kept = previous.fleet is gen.fleet  # a quota is bound to its fleet's Redis
         if previous is not None and kept:
             gen.upstreams[name] = previous.upstreams[name]
             gen.guards[name] = previous.guards[name]
             continue
         upstream = Upstream(name, section, recorder(name), clock, log, faults)
         gen.upstreams[name] = upstream
-        gen.guards[name] = build_guards(upstream, clock=clock, metrics=metrics, log=log)
+        gen.guards[name] = build_guards(
+            upstream, clock=clock, metrics=metrics, log=log, fleet=gen.fleet
+        )
         fresh.append(upstream)
     for listener in config.listeners:
         targets = {
@@ -143,10 +150,11 @@ def _target(
     used = [route.upstream]
     if policy.fallback is not None:
         used += [step.upstream for step in policy.fallback.chain if step.upstream]
+    in_fleet = policy.rate_limit is not None and policy.rate_limit.scope == "global"
     signature = (
         route.model_dump_json(),
         policy.model_dump_json(),
-        tuple(id(gen.guards[name]) for name in used),
+        tuple(id(gen.guards[name]) for name in used) + ((id(gen.fleet),) if in_fleet else ()),
     )
     if previous is not None and route.name in previous._routes:
         old_signature, old_target = previous._routes[route.name]
@@ -164,6 +172,7 @@ def _target(
         rng=rng,
         shed_at=route.shed_at,
         level=level,
+        fleet=gen.fleet,
     )
     target = RouteTarget(route.upstream, gen.upstreams[route.upstream].request_headers, handler)
     gen._routes[route.name] = (signature, target)

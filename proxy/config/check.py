@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from .fleet import global_without_redis
 from .loader import KeyPath
 from .types import is_loopback, split_address
 from .units import format_duration
@@ -86,6 +87,7 @@ def reference_problems(data: Any) -> Found:
                 at = ("policies", name, "fallback", "chain", k, "upstream")
                 problems.append((at, f"no upstream named {upstream!r}"))
     problems += _self_loops(data, upstreams)
+    problems += global_without_redis(data)
     return problems
 
 

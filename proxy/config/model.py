@@ -17,6 +17,7 @@ from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from .check import reference_problems, warnings
 from .faults import FaultSpec
+from .fleet import Redis, redacted_url
 from .listener import Limits, Listener, Match, Route
 from .loader import ConfigError, Document, KeyPath, Problem, read_document
 from .policy import Policy
@@ -120,6 +121,9 @@ class Config(Section):
     policies: dict[Name, Policy] = Field(default_factory=dict)
     faults: tuple[FaultSpec, ...] = ()
     """Faults to inject (for test environments); the control API adds more at run time."""
+    redis: Redis | None = None
+    """The Redis that makes the replicas one fleet: `scope: global` limits, shared
+    cool-downs, the count of live replicas. None: every replica counts alone."""
 
     _source: str = PrivateAttr(default="<memory>")
     _templates: dict[KeyPath, str] = PrivateAttr(default_factory=dict)
@@ -154,6 +158,10 @@ class Config(Section):
             headers = _get(data, path)
             for header in headers:
                 headers[header] = "<redacted>"
+        if data.get("redis") is not None:  # the URL's password and `password`
+            data["redis"]["url"] = redacted_url(data["redis"]["url"])
+            if data["redis"]["password"] is not None:
+                data["redis"]["password"] = "<redacted>"
         for path, template in self._templates.items():
             _put(data, path, template)  # as written: `Bearer ${API_KEY}` names no secret
         return data
@@ -264,7 +272,7 @@ def _message(doc: Document, loc: KeyPath, err: Any) -> str:
         return "required key is missing"
     # Never echo a value that came from the environment or a secret file, nor any header
     # value: both are where credentials live.
-    secret = loc in doc.templates or "headers" in loc
+    secret = loc in doc.templates or "headers" in loc or loc[:1] == ("redis",)
     value = err.get("input")
     if not secret and isinstance(value, str | int | float | bool) and len(str(value)) < 80:
         message += f" (got {value!r})"

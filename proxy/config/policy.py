@@ -120,6 +120,10 @@ class RouteRateLimit(Section):
     on_limit: Literal["reject", "queue"] = "reject"
     """`reject`: 429 with Retry-After at once; `queue`: wait for a token up to max_wait."""
     max_wait: Duration = unit("1s")
+    scope: Literal["local", "global"] = "local"
+    """`local`: this replica's bucket. `global`: one bucket in Redis (`redis:`) for the
+    whole fleet, `rate` and `burst` being fleet totals; while Redis is unreachable, a
+    local bucket of rate / live replicas."""
 
     @model_validator(mode="after")
     def _known_key(self) -> RouteRateLimit:

@@ -93,6 +93,10 @@ class UpstreamRateLimit(Section):
     or are answered at once with the time left."""
     max_cooldown: Duration = unit("60s")
     """A longer ask pauses the upstream this long only (a bad header must not block it)."""
+    scope: Literal["local", "global"] = "local"
+    """`global`: the quota's bucket is in Redis (`redis:`), shared by the fleet (rate and
+    burst are fleet totals); while Redis is unreachable, a local one of rate / live
+    replicas. With `redis:`, the cool-down is fleet-wide whatever the scope."""
 
 
 class HeaderRules(Section):

@@ -54,6 +54,7 @@ class StatusBoard:
             "routes": self.recent.routes(self.metrics, names),
             "faults": self.faults.view(),
             "degradation": self.degradation.status(),
+            "fleet": gen.fleet.status() if gen.fleet is not None else None,
             "events": self.events.view(),
             "sections": list(self.sections),
             **{name: view() for name, view in self.sections.items()},

@@ -151,6 +151,24 @@ class Metrics:
             "the upstream; downstream: back).",
             ["route", "direction"],
         )
+        # The fleet (redis:): see proxy/fleet/.
+        self.redis_up: Gauge = self._new(
+            Gauge,
+            "fender_redis_up",
+            "1 while the fleet's Redis answers (its link is up), else 0 (and without redis:).",
+        )
+        self.fleet_replicas: Gauge = self._new(
+            Gauge,
+            "fender_fleet_replicas",
+            "Live replicas of the fleet, this one included, as last counted by heartbeats.",
+        )
+        self.rate_limit_fallbacks: Counter = self._new(
+            Counter,
+            "fender_rate_limit_fallbacks_total",
+            "Decisions of global rate limits made locally (rate / live replicas) because "
+            "Redis did not answer within redis.timeout or is down, by scope.",
+            ["scope"],
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
         self._deferred: list[tuple[Any, tuple[str, ...]]] | None = None
         for result in ("success", "failure"):
@@ -226,6 +244,9 @@ class Metrics:
 
     def count_transition(self, upstream: str, was: str, to: str) -> None:
         self._inc(self.circuit_transitions, upstream, was, to)
+
+    def count_rate_limit_fallback(self, scope: str) -> None:
+        self._inc(self.rate_limit_fallbacks, scope)
 
     def observe_rate_limit_wait(self, scope: str, seconds: float) -> None:
         self.rate_limit_waits.labels(scope).observe(seconds)

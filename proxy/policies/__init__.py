@@ -31,6 +31,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..config.policy import Policy as PolicyConfig
+from ..config.upstream import UpstreamRateLimit
+from ..fleet import Fleet
 from ..http.hygiene import RequestHeaders
 from ..http.message import Handler, Policy, compose
 from ..http.upstream import Upstream
@@ -42,6 +44,7 @@ from .bulkhead import Bulkhead
 from .circuit import BreakerPolicy
 from .deadline import Deadline
 from .fallback import Fallback
+from .global_limits import GlobalQuota, GlobalRateLimit
 from .rate_limit import Quota, RateLimit
 from .retry import Retry
 from .shed import Shed
@@ -57,8 +60,17 @@ class Guards:
     quota: Quota | None
 
 
-def build_guards(upstream: Upstream, *, clock: Clock, metrics: Metrics, log: JsonLog) -> Guards:
-    """CircuitBreaker -> Bulkhead -> Quota around one upstream's send()."""
+def build_guards(
+    upstream: Upstream,
+    *,
+    clock: Clock,
+    metrics: Metrics,
+    log: JsonLog,
+    fleet: Fleet | None = None,
+) -> Guards:
+    """CircuitBreaker -> Bulkhead -> Quota around one upstream's send(). In a fleet, the
+    quota's cool-downs are the fleet's, and a `scope: global` one its bucket too; the
+    breaker stays this replica's own."""
     config, name = upstream.config, upstream.name
     breaker = bulkhead = quota = None
     policies: list[Policy] = []
@@ -75,9 +87,23 @@ def build_guards(upstream: Upstream, *, clock: Clock, metrics: Metrics, log: Jso
         bulkhead = Bulkhead(config.bulkhead, name, clock, metrics)
         policies.append(bulkhead)
     if config.rate_limit is not None:
-        quota = Quota(config.rate_limit, name, clock, metrics)
+        quota = _quota(config.rate_limit, name, fleet, clock, metrics)
         policies.append(quota)
     return Guards(compose(policies, upstream.send), breaker, bulkhead, quota)
+
+
+def _quota(
+    config: UpstreamRateLimit, name: str, fleet: Fleet | None, clock: Clock, metrics: Metrics
+) -> Quota:
+    if fleet is None:
+        return Quota(config, name, clock, metrics)
+    if config.scope == "global" and config.rate is not None:
+        quota: Quota = GlobalQuota(config, name, fleet, clock, metrics)
+    else:
+        quota = Quota(config, name, clock, metrics)
+    if config.cooldown:
+        quota.share = fleet.cooldowns.share
+    return quota
 
 
 def build_pipeline(
@@ -92,6 +118,7 @@ def build_pipeline(
     rng: random.Random,
     shed_at: str | None = None,
     level: Callable[[], int] = lambda: 0,
+    fleet: Fleet | None = None,
 ) -> Handler:
     """The handler a route calls: its policies, in THE order, around its upstream's guards."""
     policies: list[Policy] = []
@@ -115,8 +142,11 @@ def build_pipeline(
         breaker = guards[upstream].breaker
         policies.append(Shed(shed_at, level, breaker.ready_to_probe if breaker else None))
     policies.append(Deadline(config.timeouts))
-    if config.rate_limit is not None:
-        policies.append(RateLimit(config.rate_limit, route, clock, metrics))
+    limit = config.rate_limit
+    if limit is not None and limit.scope == "global" and fleet is not None:
+        policies.append(GlobalRateLimit(limit, route, fleet, clock, metrics))
+    elif limit is not None:
+        policies.append(RateLimit(limit, route, clock, metrics))
     if config.retry is not None and config.retry.attempts > 1:
         policies.append(Retry(config.retry, route, clock, metrics, rng))
     return compose(policies, guards[upstream].handler)

@@ -15,6 +15,8 @@ circuit's only permit, so it is answered at once instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..config.policy import RouteRateLimit
 from ..config.upstream import UpstreamRateLimit
 from ..http.message import Call, Handler, Rejected, Reply
@@ -46,8 +48,12 @@ async def _wait_turn(bucket: TokenBucket, wait: float, clock: Clock) -> None:
 
 
 def _limited(scope: str, bucket: TokenBucket, name: str) -> Rejected:
-    retry_after = bucket.wait_for_token()
-    window = max(1, round(bucket.burst / bucket.rate))
+    return limited(scope, name, bucket.rate, bucket.burst, bucket.wait_for_token())
+
+
+def limited(scope: str, name: str, rate: float, burst: float, retry_after: float) -> Rejected:
+    """The 429 of a spent bucket, local or global."""
+    window = max(1, round(burst / rate))
     return Rejected(
         "rate_limited",
         f"rate limit of {scope} reached",
@@ -55,7 +61,7 @@ def _limited(scope: str, bucket: TokenBucket, name: str) -> Rejected:
         retry_after=retry_after,
         headers={
             # draft-ietf-httpapi-ratelimit-headers: quota q per window w; r left, t to wait
-            "ratelimit-policy": f'"{name}";q={int(bucket.burst)};w={window}',
+            "ratelimit-policy": f'"{name}";q={int(burst)};w={window}',
             "ratelimit": f'"{name}";r=0;t={max(1, round(retry_after + 0.5))}',
         },
     )
@@ -100,6 +106,9 @@ class RateLimit:
 class Quota:
     """An upstream's quota on attempts, with the cool-down its 429s and 503s ask for."""
 
+    share: Callable[[str, float], None] | None = None
+    """Set in a fleet: tells the other replicas of a cool-down learned here."""
+
     def __init__(
         self, config: UpstreamRateLimit, upstream: str, clock: Clock, metrics: Metrics
     ) -> None:
@@ -120,19 +129,38 @@ class Quota:
     def pause_left(self) -> float:
         return max(0.0, self.paused_until - self.clock.monotonic())
 
+    def hold(self, seconds: float) -> None:
+        """Cool down for `seconds` from now (or longer, if already), up to max_cooldown."""
+        pause = min(seconds, self.max_cooldown)
+        self.paused_until = max(self.paused_until, self.clock.monotonic() + pause)
+
+    async def _hold_off(self, call: Call) -> None:
+        """During a cool-down: wait it out if the deadline allows, else 429 at once."""
+        pause = self.paused_until - self.clock.monotonic()
+        if pause <= 0:
+            self.paused_until = 0.0  # over: the calls after this one skip the check
+            return
+        if call.probe or self.clock.monotonic() + pause >= call.deadline:
+            self.metrics.count_rejection(call.route, "rate_limited")
+            raise Rejected(
+                "rate_limited",
+                f"upstream {self.upstream} asked for a pause",
+                status=429,
+                retry_after=pause,
+            )
+        await self.clock.sleep(pause)
+        self.metrics.observe_rate_limit_wait(self.scope, pause)
+
+    def _learn(self, reply: Reply) -> None:
+        asked = asked_wait(reply.headers, self.clock.wall())
+        if asked:
+            self.hold(asked)
+            if self.share is not None:
+                self.share(self.upstream, min(asked, self.max_cooldown))
+
     async def __call__(self, call: Call, call_next: Handler) -> Reply:
-        pause = self.paused_until - self.clock.monotonic() if self.paused_until else 0.0
-        if pause > 0:
-            if call.probe or self.clock.monotonic() + pause >= call.deadline:
-                self.metrics.count_rejection(call.route, "rate_limited")
-                raise Rejected(
-                    "rate_limited",
-                    f"upstream {self.upstream} asked for a pause",
-                    status=429,
-                    retry_after=pause,
-                )
-            await self.clock.sleep(pause)
-            self.metrics.observe_rate_limit_wait(self.scope, pause)
+        if self.paused_until:
+            await self._hold_off(call)
         if self.bucket is not None:
             queue = self.queue and not call.probe
             wait = _reserve(self.bucket, call, queue, self.max_wait, self.clock)
@@ -144,8 +172,5 @@ class Quota:
                 self.metrics.observe_rate_limit_wait(self.scope, wait)
         reply = await call_next(call)
         if self.cooldown and reply.status in ASKS_TO_WAIT:
-            asked = asked_wait(reply.headers, self.clock.wall())
-            if asked:
-                pause = min(asked, self.max_cooldown)
-                self.paused_until = max(self.paused_until, self.clock.monotonic() + pause)
+            self._learn(reply)
         return reply

@@ -184,7 +184,9 @@ def test_policy_file_is_the_values_policy_then_the_sections_the_chart_owns() -> 
 def test_values_policy_passes_fender_check(values: Path, tmp_path: Path) -> None:
     """The policy as written in the values: the defaults' and each values set's own."""
     path = tmp_path / "fender.yaml"
-    path.write_text(yaml.safe_load(values.read_text())["policy"])
+    given = yaml.safe_load(values.read_text())
+    redis = (given.get("redis") or {}).get("url")  # the chart writes `redis` from values
+    path.write_text(given["policy"] + (f"redis: {{url: '{redis}'}}\n" if redis else ""))
     done = fender_check(path, API_KEY_ENV)
     assert done.returncode == 0, done.stderr
     assert "ok (hash" in done.stdout
@@ -196,7 +198,10 @@ def test_rendered_policy_passes_fender_check(values: Path | None, tmp_path: Path
     manifests = render(*values_args(values))
     token = tmp_path / "token"
     token.write_text("t0ken")
+    password = tmp_path / "password"
+    password.write_text("s3cret")
     text = policy_file(manifests).replace("/var/run/secrets/fender/token", str(token))
+    text = text.replace("/var/run/secrets/fender-redis/password", str(password))
     path = tmp_path / "fender.yaml"
     path.write_text(text)
     done = fender_check(path, API_KEY_ENV)
@@ -228,6 +233,13 @@ def test_rendered_policy_passes_fender_check(values: Path | None, tmp_path: Path
             "must be longer than Fender's drain.delay + drain.timeout (50 s)",
         ),
         ({"drain.delay": "1m", "drain.timeout": "500ms"}, "(60.5 s)"),
+        ({"redis.url": "http://redis:6379"}, "'/redis/url'"),
+        ({"redis.timeout": "1m"}, "'/redis/timeout'"),
+        (
+            {"redis.url": "redis://r:6379/0", "policy": "version: 1\nredis: {url: 'redis://x'}"},
+            'leave out "redis"',
+        ),
+        ({"redis.password.existingSecret": "pw"}, "needs values.redis.url"),
     ],
 )
 def test_wrong_values_fail_at_install_time(sets: dict[str, str], message: str) -> None:
@@ -376,3 +388,31 @@ def test_named_templates_add_the_sidecar_to_a_users_own_deployment(
     path.write_text(yaml.safe_dump_all(manifests))
     done = run("kubernetes-validate", "--strict", "--quiet", "-k", KUBERNETES[1], path, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_fleet_gets_its_redis_section_and_its_password_from_a_secret() -> None:
+    manifests = render(CHART / "ci" / "fleet-values.yaml")
+    text = policy_file(manifests)
+    assert yaml.safe_load(text)["redis"] == {
+        "url": "redis://fender@redis.infra.svc:6379/0",
+        "password": "${file:/var/run/secrets/fender-redis/password}",  # read from the mount
+        "timeout": "25ms",
+        "prefix": "fender",
+        "fleet": "shop",
+    }
+    spec = pod_spec(manifests)
+    volume = next(v for v in spec["volumes"] if v["name"] == "fender-redis")
+    assert volume["secret"] == {
+        "secretName": "redis-fender",
+        "items": [{"key": "password", "path": "password"}],
+    }
+    mounts = {m["name"]: m for m in fender_container(spec)["volumeMounts"]}
+    assert mounts["fender-redis"] == {
+        "name": "fender-redis",
+        "mountPath": "/var/run/secrets/fender-redis",
+        "readOnly": True,
+    }
+    # Without a url, no redis section and no such volume.
+    plain = render()
+    assert "redis" not in yaml.safe_load(policy_file(plain))
+    assert not [v for v in pod_spec(plain)["volumes"] if v["name"] == "fender-redis"]

@@ -69,14 +69,19 @@ only show when the pod starts.
 {{- if hasKey $policy "Error" -}}
 {{- fail (printf "values.policy is not a YAML mapping: %s" $policy.Error) -}}
 {{- end -}}
-{{- range $section := list "control" "drain" -}}
+{{- $owned := list "control" "drain" -}}
+{{- if .Values.redis.url }}{{ $owned = append $owned "redis" }}{{ end -}}
+{{- range $section := $owned -}}
 {{- if hasKey $policy $section -}}
 {{- fail (printf "values.policy: leave out %q; the chart writes it from values.%s" $section $section) -}}
 {{- end -}}
 {{- end -}}
+{{- if and .Values.redis.password.existingSecret (not .Values.redis.url) -}}
+{{- fail "values.redis.password.existingSecret needs values.redis.url" -}}
+{{- end -}}
 {{ trim .Values.policy }}
 
-# Written by the chart from its values (control, drain):
+# Written by the chart from its values ({{ join ", " $owned }}):
 control:
   address: {{ include "fender.controlAddress" . | quote }}
   token_file: /var/run/secrets/fender/token
@@ -86,4 +91,16 @@ control:
 drain:
   delay: {{ include "fender.drainDelay" . }}
   timeout: {{ .Values.drain.timeout }}
+{{- with .Values.redis.url }}
+redis:
+  url: {{ . | quote }}
+  {{- if $.Values.redis.password.existingSecret }}
+  password: "${file:/var/run/secrets/fender-redis/password}"
+  {{- end }}
+  timeout: {{ $.Values.redis.timeout }}
+  prefix: {{ $.Values.redis.prefix | quote }}
+  {{- with $.Values.redis.fleet }}
+  fleet: {{ . | quote }}
+  {{- end }}
+{{- end }}
 {{- end -}}

@@ -42,6 +42,14 @@ included. The ConfigMap with the policy file and the token Secret come with the 
     items:
       - key: {{ include "fender.tokenKey" . }}
         path: token
+{{- with .Values.redis.password.existingSecret }}
+- name: fender-redis
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: {{ $.Values.redis.password.key }}
+        path: password
+{{- end }}
 {{- end -}}
 
 {{- define "fender.podAnnotations" -}}
@@ -100,6 +108,11 @@ volumeMounts:
   - name: fender-token
     mountPath: /var/run/secrets/fender
     readOnly: true
+  {{- if .Values.redis.password.existingSecret }}
+  - name: fender-redis
+    mountPath: /var/run/secrets/fender-redis
+    readOnly: true
+  {{- end }}
   {{- with .Values.extraVolumeMounts }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
