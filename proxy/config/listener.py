@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
 from .slo import Slo
-from .types import Address, HeaderName, Method, Name, PathText, Section, unit
+from .types import Address, HeaderName, HeaderValue, Method, Name, PathText, Section, unit
 from .units import Duration, Size
 
 
@@ -40,7 +40,7 @@ class Match(Section):
     host: str | None = None
     """Host header without its port; `*.example.com` matches any subdomain."""
     methods: tuple[Method, ...] | None = None
-    headers: dict[HeaderName, str] = Field(default_factory=dict)
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
     """Header names and their exact values."""
 
     @model_validator(mode="after")

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationInfo, model_validator
 
-from .types import Condition, HeaderName, Method, Name, Section, unit
+from .types import Condition, HeaderName, HeaderValue, Method, Name, Section, unit
 from .units import Duration, Rate, Ratio, Size
 
 
@@ -157,7 +157,7 @@ class Stale(Section):
 
 class Static(Section):
     status: int = Field(default=503, ge=200, le=599)
-    headers: dict[HeaderName, str] = Field(default_factory=dict)
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
     body: str | None = None
     body_file: Path | None = None
     """Read once at load; a relative path is relative to the policy file."""

@@ -74,6 +74,31 @@ def _check_endpoint(value: str) -> str:
     return value.rstrip("/")
 
 
+def endpoint_labels(endpoints: tuple[str, ...]) -> list[str]:
+    """What names each endpoint in metrics, logs, errors and /status: scheme://authority.
+    Never its path, which can hold a credential (webhook URLs: `/services/T0/B0/secret`,
+    `/bot<token>`). Endpoints that differ only by path are told apart by `#2`, `#3`."""
+    labels: list[str] = []
+    seen: dict[str, int] = {}
+    for url in endpoints:
+        scheme, _, rest = url.partition("://")
+        base = f"{scheme}://{rest.split('/', 1)[0]}"
+        seen[base] = n = seen.get(base, 0) + 1
+        labels.append(base if n == 1 else f"{base}#{n}")
+    return labels
+
+
+def _check_header_value(value: str) -> str:
+    if any(c in value for c in "\r\n\0"):
+        # A line break would end the header early on the wire (a value from an env var or
+        # a secret mounted from a file often ends in a newline).
+        raise ValueError("a header value cannot hold a line break or NUL (a trailing newline?)")
+    return value
+
+
+HeaderValue = Annotated[str, AfterValidator(_check_header_value)]
+
+
 def _check_path(value: str) -> str:
     if not value.startswith("/"):
         raise ValueError("a path starts with '/'")

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from .types import Condition, Endpoint, HeaderName, PathText, Section, unit
+from .types import Condition, Endpoint, HeaderName, HeaderValue, PathText, Section, unit
 from .units import Duration, Rate, Ratio, Size
 
 
@@ -102,7 +102,7 @@ class UpstreamRateLimit(Section):
 class HeaderRules(Section):
     """Header changes on the way to the upstream."""
 
-    set: dict[HeaderName, str] = Field(default_factory=dict)
+    set: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
     """Replaces whatever the app sent under that name (credentials belong here)."""
     remove: tuple[HeaderName, ...] = ()
 

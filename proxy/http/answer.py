@@ -93,8 +93,8 @@ class _Fields:
             stop = len(lower) if stop < 0 else stop
             value = lower[at + len(mark) : stop].strip(b" \t")
             keep = False
-            if name == b"transfer-encoding":
-                self.chunked = True
+            if name == b"transfer-encoding":  # framed by chunks only if chunked comes last
+                self.chunked = value.rsplit(b",", 1)[-1].strip(b" \t") == b"chunked"
             elif name == b"connection" and value != b"keep-alive":
                 tokens = frozenset(t.strip(b" \t") for t in value.split(b","))
                 self.close = self.close or b"close" in tokens

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 CONNECTING, IDLE, BUSY, TUNNEL, CLOSED = "connecting", "idle", "busy", "tunnel", "closed"
 NO_BODY_STATUS = frozenset({204, 304})
 _NOTHING: frozenset[bytes] = frozenset()
+_INTERIM_ROOM = 64 * 1024  # for 1xx answers before the real one
 
 
 class StaleConnection(Exception):
@@ -174,7 +175,11 @@ class UpstreamConnection(asyncio.Protocol):
         self._got_bytes = True
         head = self._head
         if head is not None:  # the answer's head is still coming: keep its bytes
-            self._head = head + data if head else data
+            head = self._head = head + data if head else data
+            max_size, max_headers = self.limits
+            if len(head) > max_size * (max_headers + 1) + _INTERIM_ROOM:
+                self._broken("a head larger than the upstream's limits allow")
+                return
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as upgrade:
@@ -186,6 +191,8 @@ class UpstreamConnection(asyncio.Protocol):
             if isinstance(exc.__context__, _HeadOnly):
                 self._message_done = True
                 self._close = True  # the parser stopped: start afresh on a new connection
+            elif self._message_done and (self._ready or self._stream is not None):
+                self._close = True  # a whole answer, then stray bytes: keep it, not them
             else:
                 self._broken("an answer that is not HTTP/1.1 within Fender's limits")
                 return
@@ -217,7 +224,7 @@ class UpstreamConnection(asyncio.Protocol):
         else:
             self._reason, block = head[start + 13 : first], head[first:end]  # "\r\nName: ..."
         block, self._length, self._chunked, close, self._listed = answer_fields(
-            block, self._upgrade, self.limits
+            block, self._upgrade and status == 101, self.limits
         )
         self._close = close
         self._headers = WireHeaders(block)
@@ -268,6 +275,8 @@ class UpstreamConnection(asyncio.Protocol):
             transport.write(head)
             self._upload, self._upload_chunked, self._upload_done = body, chunked, False
             body.pipe(self)
+            if self.write_paused:  # the upstream is still full from before: hold the app
+                body.pause()
         return pending
 
     def _hand_over(self) -> None:
@@ -313,6 +322,9 @@ class UpstreamConnection(asyncio.Protocol):
         """The answer is complete: back to the pool when reusable, else closed."""
         stream = self._stream
         if not self._close and self._upload_done and self.state == BUSY:
+            if self._held:  # a pooled connection must be reading, to see its next answer
+                self._held = False
+                self.transport.resume_reading()  # type: ignore[union-attr]
             self.exchanges += 1
             self._reset()
             self.state = IDLE

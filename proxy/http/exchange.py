@@ -86,9 +86,12 @@ class Exchange(Driven):
         except FenderError as err:
             self._answer(error_reply(err, self.rid))
             return
+        except Exception as exc:  # a bug of ours: a 500, never an escape into the loop
+            self._failed_internally(exc)
+            return
         if call is None:  # OPTIONS *: Fender answers for itself
             self.status, self.outcome, self.reason = 200, "ok", ""
-            self.close = self._closes()
+            self.close = self._closes() or not self.complete
             conn.write(_OPTIONS_STAR + (CLOSE if self.close else b"") + b"\r\n")
             self._finish()
             return
@@ -161,22 +164,26 @@ class Exchange(Driven):
     def done(self, reply: Reply | None, error: BaseException | None) -> None:
         """The pipeline's end: its Reply, or what it raised."""
         if error is not None:
-            if isinstance(error, asyncio.CancelledError):
+            if isinstance(error, asyncio.CancelledError) and self.conn.gone:
                 self._finish()  # the app left: counted as cancelled, client_closed
                 return
             if isinstance(error, FenderError):
                 reply = error_reply(error, self.rid)
-            else:  # a bug of ours: answer 500, never take the connection down
-                name = type(error).__name__  # not its text: it may quote a URL or a header
-                self.conn.listener.log.event(
-                    "internal_error", "error", request_id=self.rid, error=name
-                )
-                reply = error_reply(FenderError("internal_error", status=500), self.rid)
+            else:  # a bug of ours (or a stray cancellation): 500, and this connection ends
+                self._failed_internally(error)
+                return
         assert reply is not None
         if self.conn.gone:
             reply.release()
             self._finish()
             return
+        self._answer(reply)
+
+    def _failed_internally(self, error: BaseException) -> None:
+        name = type(error).__name__  # not its text: it may quote a URL or a header
+        self.conn.listener.log.event("internal_error", "error", request_id=self.rid, error=name)
+        reply = error_reply(FenderError("internal_error", status=500), self.rid)
+        reply.close_connection = True
         self._answer(reply)
 
     # The answer.
@@ -233,6 +240,8 @@ class Exchange(Driven):
         conn.write(head)
         conn.streaming = stream  # type: ignore[assignment]
         stream.pipe(self)  # type: ignore[union-attr]
+        if conn.write_paused and conn.streaming is stream:  # the app is still full
+            stream.pause()
 
     # The answer's body, as the Sink of the upstream's stream.
     def chunk(self, data: bytes) -> None:

@@ -122,6 +122,9 @@ class Driven:
 
     def step(self, error: BaseException | None = None) -> None:
         self._waiting = None
+        if self._cancel == 1 and error is None:  # a cancellation is due: delivered now
+            self._cancel = 2
+            error = asyncio.CancelledError()
         coro = self._coro
         assert coro is not None
         try:
@@ -138,19 +141,18 @@ class Driven:
             yielded._asyncio_future_blocking = False
             if yielded._done():
                 self.loop.call_soon(self.step)
-            else:
-                yielded._driver = self
-                self._waiting = yielded
+                return
+            yielded._driver = self
+            self._waiting = yielded
         elif getattr(yielded, "_asyncio_future_blocking", None):
             yielded._asyncio_future_blocking = False
             self._waiting = yielded
             yielded.add_done_callback(self._woken)
-        elif yielded is None:  # a bare yield: asyncio.sleep(0)
-            self.loop.call_soon(self.step)
-        else:
-            self.loop.call_soon(self.step, RuntimeError(f"the pipeline yielded {yielded!r}"))
+        else:  # a bare yield (asyncio.sleep(0)), or something no Task would accept
+            bad = None if yielded is None else RuntimeError(f"the pipeline yielded {yielded!r}")
+            self.loop.call_soon(self.step, bad)
             return
-        if self._cancel == 1:  # cancelled while it ran: stop it at the wait it just began
+        if self._cancel == 1:  # cancelled while it ran: stopped at the wait it just began
             self._cancel = 0
             self.cancel()
 
@@ -163,15 +165,17 @@ class Driven:
 
     def cancel(self) -> None:
         """Stop the coroutine at its current wait, as Task.cancel() would."""
-        if self._cancel or self._coro is None:
+        if self._cancel == 2 or self._coro is None:
             return
         waiting = self._waiting
         if waiting is None:
-            self._cancel = 1  # running now: it is stopped at its next step
+            self._cancel = 1  # running now, or its wake-up is queued: at its next step
             return
-        self._cancel = 2
         if type(waiting) is Pending:
+            self._cancel = 2
             waiting._driver = None
             self.step(asyncio.CancelledError())
-        else:
-            waiting.cancel()  # its callback resumes the coroutine, which then raises
+        elif waiting.cancel():  # its callback resumes the coroutine, which then raises
+            self._cancel = 2
+        else:  # done already, its wake-up queued: the cancellation goes with that step
+            self._cancel = 1

@@ -14,7 +14,7 @@ import ssl
 from collections import deque
 from dataclasses import dataclass
 
-from .connection import CLOSED, IDLE, UpstreamConnection
+from .connection import CLOSED, CONNECTING, IDLE, UpstreamConnection
 from .message import UpstreamFailed
 
 
@@ -69,8 +69,10 @@ class Pool:
                 return conn
             if self.open < self.max_connections:
                 return await self._connect(endpoint, deadline)
-            if not self._close_an_idle_one():
-                await self._wait(deadline)
+            # At the limit: close one idle connection to another endpoint (if any) and
+            # wait for a slot; its loss wakes us. One, not all: `open` falls only then.
+            self._close_an_idle_one()
+            await self._wait(deadline)
 
     def put(self, conn: UpstreamConnection) -> None:
         """An exchange ended cleanly: the connection may serve another."""
@@ -126,17 +128,17 @@ class Pool:
         try:
             await task
         except asyncio.CancelledError:
-            self._failed_connect()
+            self._failed_connect(conn)
             if expired:
                 why = self._why(endpoint, "connect timed out")
                 raise UpstreamFailed("connect_error", why) from None
             raise
         except ssl.SSLError as exc:
-            self._failed_connect()
+            self._failed_connect(conn)
             why = getattr(exc, "verify_message", None) or exc.reason or "TLS handshake failed"
             raise UpstreamFailed("tls_error", self._why(endpoint, str(why))) from None
         except OSError as exc:
-            self._failed_connect()
+            self._failed_connect(conn)
             why = exc.strerror or type(exc).__name__
             raise UpstreamFailed("connect_error", self._why(endpoint, why)) from None
         finally:
@@ -147,7 +149,10 @@ class Pool:
         self.connections.add(conn)
         return conn
 
-    def _failed_connect(self) -> None:
+    def _failed_connect(self, conn: UpstreamConnection) -> None:
+        if conn.state != CONNECTING:  # it had a transport (a TLS handshake gave up):
+            conn.abort()  # its connection_lost frees the slot, once
+            return
         self.open -= 1
         self._wake()
 

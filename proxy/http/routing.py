@@ -30,7 +30,10 @@ def split_target(raw: str) -> tuple[str, str] | None:
     if not raw.startswith("/"):
         if "://" not in raw:
             return None  # authority-form (CONNECT): nothing to forward
-        url = URL(raw)
+        try:
+            url = URL(raw)
+        except ValueError:
+            return None  # llhttp took it, yarl could not read it: not a usable target
         raw = url.raw_path + (f"?{url.raw_query_string}" if url.raw_query_string else "")
     path, sep, query = raw.partition("?")
     return path, sep + query

@@ -77,6 +77,7 @@ class ServerConnection(asyncio.Protocol):
         "streaming",
         "transport",
         "tunnel",
+        "write_paused",
     )
 
     def __init__(self, listener: Listener) -> None:
@@ -99,6 +100,7 @@ class ServerConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.closing = False  # close once the current answer is out
         self.gone = False
+        self.write_paused = False  # the app's transport is over its high-water mark
         self._paused = 0  # reasons reading is paused: 1 pipelined, 2 body backpressure
 
     # asyncio's side.
@@ -130,12 +132,14 @@ class ServerConnection(asyncio.Protocol):
             self.serving.gone()
 
     def pause_writing(self) -> None:
+        self.write_paused = True  # kept: a stream that starts later must see it
         if self.streaming is not None:
             self.streaming.pause()
         elif self.tunnel is not None:
             self.tunnel.app_full()
 
     def resume_writing(self) -> None:
+        self.write_paused = False
         if self.streaming is not None:
             self.streaming.resume()
         elif self.tunnel is not None:
@@ -176,6 +180,8 @@ class ServerConnection(asyncio.Protocol):
             if self.head_size > most:
                 self._malformed(None, "the request head is too large")
                 return
+            if self._paused & 1:
+                return  # pipelined: its clock starts when its turn does (see _resume)
             if not self.head_started:
                 self.head_started = now
             self.alarm.set(self.head_started + limits.header_timeout)
@@ -244,8 +250,8 @@ class ServerConnection(asyncio.Protocol):
     def _next(self) -> None:
         exchange = self.queue.popleft()
         self.serving = exchange
-        if self._paused & 1 and not self.queue:
-            self._resume(1)
+        if self._paused & 1 and not self.queue and not self.closing:
+            self._resume(1)  # (never after an Upgrade or a close: what follows is not read)
         exchange.begin()
 
     def finished(self, exchange: Exchange) -> None:
@@ -275,6 +281,8 @@ class ServerConnection(asyncio.Protocol):
         limits, now = self.listener.limits, self.loop.time()
         reading = self.reading
         if reading is not None and not reading.headed:
+            if self._paused & 1:
+                return  # Fender holds it back, not the app
             due = self.head_started + limits.header_timeout
             if now >= due:
                 self.close()  # a head that trickles in (slowloris)
@@ -286,6 +294,8 @@ class ServerConnection(asyncio.Protocol):
             due = self.body_read + limits.body_timeout
             if now >= due:
                 reading.body.abort("body_timeout")  # the app stopped sending its body
+                if reading is not self.serving:  # its request was answered already
+                    self.close()
                 return
             self.alarm.set(due)
         elif self.serving is None and not self.queue:
@@ -321,6 +331,9 @@ class ServerConnection(asyncio.Protocol):
             if reading is not None and reading.headed and reading.body is not None:
                 self.body_read = now = self.loop.time()
                 self.alarm.set(now + self.listener.limits.body_timeout)
+            elif reading is not None and not reading.headed:  # a head held back: its turn
+                self.head_started = now = self.loop.time()
+                self.alarm.set(now + self.listener.limits.header_timeout)
 
     # Writing.
     def write(self, data: bytes) -> None:
@@ -357,7 +370,10 @@ class ServerConnection(asyncio.Protocol):
                 text = str(context)
             err = Rejected("bad_request", text.splitlines()[0][:200] or "malformed", status=status)
         rid = listener.ids.new()
-        if self.serving is None or self.serving.status == 499:  # nothing was answered yet
+        in_flight = (self.serving is not None and self.serving is not self.reading) or any(
+            exchange is not self.reading for exchange in self.queue
+        )
+        if not in_flight:  # nothing else owed an answer: this one is the 400
             reply = error_reply(err, rid)
             body = cast(bytes, reply.body)
             framing = b"content-length: %d\r\nconnection: close\r\n" % len(body)
@@ -374,4 +390,9 @@ class ServerConnection(asyncio.Protocol):
                 detail=err.detail,
             )
         self.reading = None
-        self.close()
+        if in_flight:  # what is in flight is answered first; then the connection closes
+            self.closing = True
+            self._pause(1)
+            self.queue = deque(e for e in self.queue if e.headed and e.complete)
+        else:
+            self.close()

@@ -46,6 +46,8 @@ class BodyStream:
     __slots__ = (
         "_buffered",
         "_chunks",
+        "_full",
+        "_held",
         "_observers",
         "_paused",
         "_reader",
@@ -64,6 +66,10 @@ class BodyStream:
         self._chunks: list[bytes] = []
         self._buffered = 0
         self._observers: list[Sink] = []
+        # The source is paused while either holds: too much waits here for a sink
+        # (`_full`), or the sink asked (`_held`). Each is released by its own owner.
+        self._full = False
+        self._held = False
         self._paused = False
         self._reader: tuple[asyncio.Future[None], int] | None = None
         self.size = 0  # bytes fed so far
@@ -85,12 +91,28 @@ class BodyStream:
         if reader is not None:  # read() bounds the buffer by its own limit
             if self._buffered > reader[1]:
                 self._wake_reader()
-        elif self._buffered > HIGH_WATER and not self._paused:
-            self._paused = True
-            self.source.pause_body()
+        elif self._buffered > HIGH_WATER and not self._full:
+            self._full = True
+            self._sync()
+
+    def _sync(self) -> None:
+        """Pause or resume the source to match what holds it."""
+        paused = self._full or self._held
+        if paused != self._paused:
+            self._paused = paused
+            if paused:
+                self.source.pause_body()
+            else:
+                self.source.resume_body()
+
+    def _release(self) -> None:
+        """The body ended: nothing holds its source any more."""
+        self._full = self._held = False
+        self._sync()
 
     def finish(self) -> None:
         self.finished = True
+        self._release()
         for observer in self._observers:
             observer.end()
         if self._sink is not None:
@@ -102,6 +124,7 @@ class BodyStream:
         if self.finished or self.failed:
             return
         self.failed = reason
+        self._release()
         for observer in self._observers:
             observer.fail(reason)
         if self._sink is not None:
@@ -115,13 +138,14 @@ class BodyStream:
         chunks, self._chunks, self._buffered = self._chunks, [], 0
         self._sink = sink
         for chunk in chunks:
-            sink.chunk(chunk)
+            sink.chunk(chunk)  # may hold the source (pause()): that stays
         if self.finished:
             sink.end()
         elif self.failed:
             sink.fail(self.failed)
-        elif self._paused:
-            self.resume()
+        elif self._full:
+            self._full = False  # what waited went to the sink
+            self._sync()
 
     def observe(self, observer: Sink) -> None:
         """See every chunk from now on (chunks already waiting here are passed first)."""
@@ -135,14 +159,15 @@ class BodyStream:
             self._observers.append(observer)
 
     def pause(self) -> None:
-        if not self._paused:
-            self._paused = True
-            self.source.pause_body()
+        """The sink cannot take more for now."""
+        if not self._held and not self.finished and not self.failed:
+            self._held = True
+            self._sync()
 
     def resume(self) -> None:
-        if self._paused:
-            self._paused = False
-            self.source.resume_body()
+        if self._held:
+            self._held = False
+            self._sync()
 
     def discard(self) -> None:
         """The consumer wants none of it."""
@@ -168,8 +193,9 @@ class BodyStream:
         while not self.finished and not self.failed and self._buffered <= limit:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._reader = (waiter, limit)
-            if self._paused:
-                self.resume()
+            if self._full:  # read() bounds the buffer by its own limit instead
+                self._full = False
+                self._sync()
             try:
                 await waiter
             finally:

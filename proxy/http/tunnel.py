@@ -55,6 +55,10 @@ class Tunnel:
             self.from_upstream(up.leftover)
         app.closing = True  # nothing but this tunnel will ever use the app's connection
         app.resume_reading_for_tunnel()
+        if app.write_paused:  # either side still full from before: its peer waits
+            self.app_full()
+        if up.write_paused:
+            self.upstream_full()
 
     def _arm(self) -> None:
         due = INF if self.idle is None else self.last + self.idle

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from ..config.faults import FaultSpec
 from ..config.model import Upstream as UpstreamConfig
+from ..config.types import endpoint_labels
 from ..observe.logs import JsonLog
 from ..state.classify import IDEMPOTENT_METHODS, is_failure
 from ..state.clock import Clock
@@ -41,14 +42,14 @@ class Endpoint:
     base: str  # scheme://authority[/path], for health checks
 
 
-def _endpoint(url: str, tls: ssl.SSLContext | None) -> tuple[Endpoint, Target]:
+def _endpoint(url: str, label: str, tls: ssl.SSLContext | None) -> tuple[Endpoint, Target]:
     parts = urlsplit(url)
     https = parts.scheme == "https"
     host = parts.hostname or ""
     port = parts.port or (443 if https else 80)
     default = port == (443 if https else 80)
     authority = (f"[{host}]" if ":" in host else host) + ("" if default else f":{port}")
-    endpoint = Endpoint(url, authority.encode("idna"), parts.path.encode("latin-1"), url)
+    endpoint = Endpoint(label, authority.encode("idna"), parts.path.encode("latin-1"), url)
     return endpoint, Target(host, port, tls if https else None, host if https else None)
 
 
@@ -69,7 +70,9 @@ class Upstream:
         self.config = config
         https = any(e.startswith("https:") for e in config.endpoints)
         tls = _tls_context(config) if https else None
-        pairs = [_endpoint(url, tls) for url in config.endpoints]
+        labels = endpoint_labels(config.endpoints)
+        named = zip(config.endpoints, labels, strict=True)
+        pairs = [_endpoint(url, label, tls) for url, label in named]
         self.endpoints = tuple(e for e, _ in pairs)
         self._targets = {e.label: t for e, t in pairs}
         self.request_headers = RequestHeaders(config.headers, forwarded=config.forwarded_headers)

@@ -13,6 +13,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..config.types import endpoint_labels
+
 if TYPE_CHECKING:
     from ..config.model import Config
 
@@ -33,9 +35,9 @@ class Kept:
             routes=frozenset({*routes, NO_ROUTE}),
             upstreams=frozenset({*config.upstreams, NO_ROUTE}),
             endpoints=frozenset(
-                (name, endpoint)
+                (name, label)
                 for name, upstream in config.upstreams.items()
-                for endpoint in upstream.endpoints
+                for label in endpoint_labels(upstream.endpoints)
             ),
         )
 

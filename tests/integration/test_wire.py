@@ -362,3 +362,36 @@ async def test_an_app_gone_before_the_answer_cancels_the_upstream_attempt(proxy_
     assert proxy.fender.upstreams["up"].in_use == 0
     (line,) = [x for x in proxy.log_lines() if x["event"] == "request"]
     assert (line["outcome"], line["reason"]) == ("cancelled", "client_closed")
+
+
+async def test_an_endpoints_path_never_shows_in_metrics_or_errors(proxy_factory, client):
+    # Webhook URLs carry their credential in the path.
+    secret = "/services/T0/B0/XOXB-SECRET"
+    proxy = await proxy_factory(config({"hook": {"endpoints": [f"http://127.0.0.1:9{secret}"]}}))
+    async with client.get(f"{proxy.url}/x") as resp:
+        assert resp.status == 502
+        assert "SECRET" not in await resp.text()
+    assert "SECRET" not in proxy.fender.metrics.render().decode()
+    assert "SECRET" not in str(proxy.log_lines())
+
+
+async def test_a_malformed_request_behind_one_in_flight_never_takes_its_answer(
+    upstream, proxy_factory
+):
+    proxy = await proxy_factory(config({"up": {"endpoints": [upstream.url]}}))
+    upstream.push(Step(delay=0.3, body=b"slow one"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    await asyncio.wait_for(upstream.arrived.wait(), 5)
+    writer.write(b"BR0KEN\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 5)  # then Fender closes
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"slow one")
+    assert answer.count(b"HTTP/1.1 ") == 1
+
+
+async def test_a_target_llhttp_takes_but_no_url_parser_can_read_is_a_400(upstream, proxy_factory):
+    proxy = await proxy_factory(config({"up": {"endpoints": [upstream.url]}}))
+    answer = await exchange(proxy.port, b"GET http://[::1/x HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status_of(answer) == 400 and upstream.seen == []

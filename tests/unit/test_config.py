@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from proxy.config.loader import ConfigError
-from proxy.config.model import Config, load_config
+from proxy.config.loader import ConfigError, Document
+from proxy.config.model import Config, load_config, validate_document
 from proxy.config.upstream import CircuitBreaker
 
 GOOD = """\
@@ -310,3 +310,19 @@ def test_per_try_longer_than_first_byte_is_a_warning(tmp_path):
         "f:16: policies.p.timeouts.per_try: warning: per_try (90s) is longer than first_byte (30s): attempts are cut at first_byte anyway",
         "f:18: policies.q.timeouts.per_try: warning: per_try (10m) is longer than first_byte (5m): attempts are cut at first_byte anyway",
     ]
+
+
+@pytest.mark.parametrize("value", ["Bearer sk-1\n", "a\r\nx-injected: 1", "a\0b"])
+def test_a_header_value_with_a_line_break_is_refused_without_being_echoed(value):
+    data = {
+        "version": 1,
+        "listeners": [
+            {"name": "l", "address": "127.0.0.1:0", "routes": [{"name": "r", "upstream": "u"}]}
+        ],
+        "upstreams": {
+            "u": {"endpoints": ["http://a"], "headers": {"set": {"authorization": value}}}
+        },
+    }
+    with pytest.raises(ConfigError) as refused:
+        validate_document(Document("f.yaml", data))
+    assert "line break" in str(refused.value) and "sk-1" not in str(refused.value)

@@ -117,3 +117,21 @@ async def test_a_pending_also_works_inside_an_ordinary_task():
 
 async def _await(pending: Pending) -> Any:
     return await pending
+
+
+async def test_cancel_reaches_a_coroutine_whose_future_is_already_done():
+    # The future's result is in, its wake-up queued: a Task would still raise there.
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[str] = loop.create_future()
+    went_on: list[str] = []
+
+    async def body() -> None:
+        await future
+        went_on.append("called the upstream")
+
+    run = Run()
+    run.drive(body())
+    future.set_result("slot")
+    run.cancel()
+    await asyncio.sleep(0)
+    assert went_on == [] and isinstance(run.error, asyncio.CancelledError)

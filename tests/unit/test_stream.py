@@ -86,3 +86,31 @@ async def test_a_read_of_a_body_that_broke_off_says_why():
     await asyncio.sleep(0)
     stream.abort("body_timeout")
     assert await reading is None and stream.failed == "body_timeout"
+
+
+def test_a_sink_that_fills_while_flushing_keeps_the_source_paused():
+    # What waited past HIGH_WATER goes to the sink; if that fills the sink, the source
+    # must stay paused until the sink itself resumes it.
+    source = FakeSource()
+    stream = BodyStream(source)
+    stream.feed(b"x" * (HIGH_WATER + 1))
+
+    class Filling(Collect):
+        def chunk(self, data: bytes) -> None:
+            super().chunk(data)
+            stream.pause()
+
+    stream.pipe(Filling())
+    assert source.paused
+    stream.resume()
+    assert not source.paused
+
+
+def test_an_ended_body_releases_whatever_paused_its_source():
+    for end in ("finish", "abort"):
+        source = FakeSource()
+        stream = BodyStream(source)
+        stream.pipe(Collect())
+        stream.pause()
+        getattr(stream, end)(*(() if end == "finish" else ("reset",)))
+        assert not source.paused, end

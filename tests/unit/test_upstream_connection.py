@@ -138,3 +138,30 @@ async def test_an_answer_that_is_not_http_within_the_limits_is_bad_response(head
     with pytest.raises(UpstreamFailed) as failed:
         pending.result()
     assert failed.value.reason == "bad_response" and transport.closed
+
+
+async def test_a_whole_answer_followed_by_stray_bytes_is_kept_and_the_connection_closed():
+    conn, pool, transport = connection()
+    reply = await answer(conn, b"HTTP/1.1 204 No Content\r\n\r\nxx")
+    assert reply.status == 204 and transport.closed and pool.returned == []
+
+
+async def test_a_transfer_coding_without_chunked_is_framed_by_the_connections_end():
+    conn, _, _ = connection()
+    reply = await answer(conn, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nzz")
+    sink = Collect()
+    reply.body.pipe(sink)
+    conn.connection_lost(None)
+    assert (sink.body, sink.ended) == (b"zz", True)
+
+
+async def test_the_upgrade_headers_of_an_answer_that_is_not_a_101_are_dropped():
+    conn, _, _ = connection()
+    pending = conn.send(b"GET / HTTP/1.1\r\n\r\n", call(), False, float("inf"))
+    conn._upgrade = True  # as send() sets it for an Upgrade request
+    conn.data_received(
+        b"HTTP/1.1 426 Upgrade Required\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    reply = pending.result()
+    assert reply.status == 426 and "upgrade" not in reply.headers
