@@ -25,6 +25,7 @@ from .control.audit import AuditLog
 from .control.server import ControlServer
 from .control.status import StatusBoard
 from .control.token import TokenFile
+from .delivery.queues import Queues
 from .generation import Generation, build, observe
 from .http.upstream import AttemptRecorder, Upstream
 from .observe.logs import JsonLog
@@ -66,6 +67,7 @@ class Fender:
         self.degradation = Degradation(self.clock, self.log)
         self.metrics.degradation_level.set_function(lambda: self.degradation.level)
         self.board = StatusBoard(self.metrics, self.clock, self.degradation, self.faults)
+        self.queues = Queues(self.clock, self.metrics, self.log)  # kept across reloads
         self.draining = False
         self.started = False
         self.generation, _ = self._build(config, None)
@@ -100,12 +102,14 @@ class Fender:
             recorder=self._attempt_recorder,
             faults=self.faults,
             level=self.degradation.current,
+            queues=self.queues,
         )
 
     def _swapped_in(self, generation: Generation) -> None:
         """What points at a generation from outside, set when it becomes the running one."""
         observe(generation, self.metrics)
         self.faults.declared(generation.config.faults)
+        self.queues.update(generation.config, generation.deliveries)
 
     @property
     def upstreams(self) -> dict[str, Upstream]:
@@ -128,7 +132,8 @@ class Fender:
     def status(self) -> dict[str, Any]:
         """What GET /status shows."""
         view = self.board.status(self.generation)
-        return {"ready": self.ready(), "draining": self.draining, **view}
+        queues = self.queues.status()
+        return {"ready": self.ready(), "draining": self.draining, **view, "queues": queues}
 
     def set_degradation(self, level: str | None, ttl: float) -> None:
         self.degradation.set_by_hand(level, ttl, self.board.downs(self.generation))
@@ -147,6 +152,7 @@ class Fender:
         """Start serving; on any failure, close what was started and raise."""
         try:
             await self._start_upstreams(list(self.upstreams.values()))
+            await self.queues.start()  # a store that cannot open answers 503 until it can
             await self.sockets.start(self.config, self.generation)
             await self._start_control()
         except BaseException as exc:
@@ -258,7 +264,8 @@ class Fender:
             await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             sleeper.cancel()
-        await self.sockets.shutdown(drain.timeout)
+        # Queued deliveries in flight get the same time, then go back to their queues.
+        await asyncio.gather(self.sockets.shutdown(drain.timeout), self.queues.drain(drain.timeout))
         await self.close()
         self.log.event("stopped")
 
@@ -269,6 +276,7 @@ class Fender:
             task.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
+        await self.queues.close()
         for upstream in [*self.upstreams.values(), *self._retired_upstreams]:
             await upstream.close(busy_too=True)
         if self._control is not None:

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
+from .queue import Delivery
 from .types import Address, HeaderName, Method, Name, PathText, Section, unit
 from .units import Duration, Size
 
@@ -70,6 +71,9 @@ class Route(Section):
     upgrade: tuple[Protocol, ...] = ()
     """Protocols an `Upgrade` request may switch to (`websocket`): after the upstream's
     101 the connection is a tunnel. Other Upgrade requests get 501 upgrade_unsupported."""
+    delivery: Delivery | None = None
+    """`{queue: NAME}`: requests are kept in that queue and answered 202 at once, then
+    delivered with this route's policies until they succeed or become dead letters."""
 
 
 Protocol = Annotated[

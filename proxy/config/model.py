@@ -20,6 +20,7 @@ from .faults import FaultSpec
 from .listener import Limits, Listener, Match, Route
 from .loader import ConfigError, Document, KeyPath, Problem, read_document
 from .policy import Policy
+from .queue import Queue, redacted_store
 from .types import (
     Address,
     Name,
@@ -120,6 +121,8 @@ class Config(Section):
     policies: dict[Name, Policy] = Field(default_factory=dict)
     faults: tuple[FaultSpec, ...] = ()
     """Faults to inject (for test environments); the control API adds more at run time."""
+    queues: dict[Name, Queue] = Field(default_factory=dict)
+    """Durable queues for routes with `delivery:`."""
 
     _source: str = PrivateAttr(default="<memory>")
     _templates: dict[KeyPath, str] = PrivateAttr(default_factory=dict)
@@ -156,6 +159,8 @@ class Config(Section):
                 headers[header] = "<redacted>"
         for path, template in self._templates.items():
             _put(data, path, template)  # as written: `Bearer ${API_KEY}` names no secret
+        for queue in data["queues"].values():  # a Redis URL may carry a password
+            queue["store"] = redacted_store(queue["store"])
         return data
 
     @property

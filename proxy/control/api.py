@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from ..config.faults import FaultSpec
 from ..config.units import parse_duration
+from ..delivery.queues import Queues
 from ..observe.logs import LEVELS as LOG_LEVELS
 from ..observe.logs import JsonLog
 from ..observe.metrics import Metrics
@@ -26,6 +27,7 @@ from ..state.breaker import CircuitBreaker
 from ..state.degradation import LEVELS
 from ..state.faults import Faults
 from .audit import AuditLog
+from .queues import add_queue_routes
 from .token import TokenFile
 
 MAX_TTL = 24 * 3600.0
@@ -46,6 +48,9 @@ class Controlled(Protocol):
     def faults(self) -> Faults: ...
 
     def set_degradation(self, level: str | None, ttl: float) -> None: ...
+
+    @property
+    def queues(self) -> Queues: ...
 
 
 OPEN_PATHS = frozenset({"/metrics", "/livez", "/readyz"})
@@ -195,6 +200,7 @@ def control_app(
     app.router.add_get("/livez", livez, allow_head=False)
     app.router.add_get("/readyz", readyz, allow_head=False)
     app.router.add_get("/config", get_config, allow_head=False)
+    add_queue_routes(app, fender.queues, audit)
     return app
 
 
