@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from .message import PENDING, Message, NewMessage, header_names, public_view
+from .store import QueueFull
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -37,8 +38,7 @@ CREATE TABLE IF NOT EXISTS messages (
     reason TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_state ON messages (queue, state, settled);
-CREATE INDEX IF NOT EXISTS messages_idem ON messages (queue, fair_key, idem)
-    WHERE idem IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_idem ON messages (idem) WHERE idem IS NOT NULL;
 CREATE TABLE IF NOT EXISTS paused (queue TEXT PRIMARY KEY);
 """
 
@@ -46,15 +46,13 @@ WAITING_ROWS = "SELECT seq, queue, fair_key, due, since FROM messages WHERE stat
 DEAD_COUNTS = "SELECT queue, count(*) FROM messages WHERE state = 'dead' GROUP BY queue"
 PAUSED = "SELECT queue FROM paused"
 MAX_SEQ = "SELECT max(seq) FROM messages"
-FIND_IDEM = (
-    "SELECT id FROM messages WHERE queue = ? AND fair_key = ? AND idem = ? AND accepted > ? "
-    "ORDER BY seq DESC LIMIT 1"
+_FIND_IDEM = "SELECT queue, fair_key, idem, id, accepted FROM messages WHERE idem IN ({})"
+_INSERT = (
+    "INSERT INTO messages (seq, id, queue, route, fair_key, idem, method, target, "
+    "headers, body, request_id, accepted, since, due, state) VALUES {}"
 )
-INSERT = (
-    "INSERT INTO messages (seq, id, queue, route, state, fair_key, idem, method, target, "
-    "headers, body, request_id, accepted, since, due) "
-    "VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')"
+_ROWS_PER_INSERT = 1000  # 14 values a row, within SQLite's 32766 variables
 DELIVERED = (
     "UPDATE messages SET state = 'delivered', attempts = ?, history = ?, settled = ?, "
     "body = NULL, headers = NULL WHERE seq = ?"
@@ -96,6 +94,47 @@ def row(seq: int, queue: str, m: NewMessage) -> tuple[Any, ...]:
         m.accepted,
         m.accepted,
     )
+
+
+# What the store gives accept_many(): (queue, message, dedup_since, full, seq).
+Accept = tuple[str, NewMessage, float, bool, int]
+
+
+def accept_many(conn: sqlite3.Connection, accepts: list[Accept]) -> list[Any]:
+    """A batch's accepts in one statement or few: per accept, (id, duplicate) or the
+    QueueFull it meets. An idempotency key seen since `dedup_since`, earlier or in the
+    same batch, answers the id it was first accepted under."""
+    keyed = [(q, m) for q, m, _, _, _ in accepts if m.idem is not None]
+    earlier: dict[tuple[str, str, str], tuple[str, float]] = {}
+    if keyed:
+        idems = list({m.idem for _, m in keyed})
+        for queue, key, idem, mid, accepted in conn.execute(
+            _FIND_IDEM.format(",".join("?" * len(idems))), idems
+        ):
+            triple = (queue, key, idem)
+            if triple not in earlier or earlier[triple][1] < accepted:
+                earlier[triple] = (mid, accepted)
+    results: list[Any] = []
+    rows: list[Any] = []
+    for queue, m, since, full, seq in accepts:
+        if m.idem is not None:
+            triple = (queue, m.key, m.idem)
+            found = earlier.get(triple)
+            if found is not None and found[1] > since:
+                results.append((found[0], True))
+                continue
+        if full:
+            results.append(QueueFull(f"queue {queue} is full"))
+            continue
+        if m.idem is not None:
+            earlier[(queue, m.key, m.idem)] = (m.id, m.accepted)
+        rows.extend(row(seq, queue, m))
+        results.append((m.id, False))
+    width = len(_ROW.split(",")) - 1
+    for start in range(0, len(rows), width * _ROWS_PER_INSERT):
+        chunk = rows[start : start + width * _ROWS_PER_INSERT]
+        conn.execute(_INSERT.format(",".join([_ROW] * (len(chunk) // width))), chunk)
+    return results
 
 
 def load(conn: sqlite3.Connection, seqs: list[int]) -> list[tuple[Any, ...]]:

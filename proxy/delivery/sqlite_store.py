@@ -36,8 +36,8 @@ from .message import (
     Settlement,
     add_attempt,
 )
-from .sqlite_worker import READ, WRITE, Worker
-from .store import QueueFull, QueueUnavailable
+from .sqlite_worker import ACCEPT, READ, WRITE, Checkpointer, Worker
+from .store import QueueUnavailable
 
 ACCEPT_TIMEOUT = 5.0  # a disk that takes longer than this to commit: 503, not a hung app
 
@@ -50,6 +50,8 @@ class SqliteStore:
         self.path = path
         self.clock = clock
         self.worker = Worker(f"fender-sqlite:{path.name}")
+        self.worker.accept_many = sql.accept_many
+        self.checkpointer = Checkpointer(str(path))
         self._ready = False
         self.why = "not opened yet"
         self._lock: int | None = None
@@ -99,6 +101,7 @@ class SqliteStore:
         self._dead = Counter(dict(loaded["dead"]))
         self._paused = set(loaded["paused"])
         self._next_seq = loaded["next_seq"]
+        self.checkpointer.start()
         self._ready = True
         for queue in self._queues:
             self._notify(queue)
@@ -128,7 +131,8 @@ class SqliteStore:
         self.why = "closed"
 
         def finish(_: object) -> None:
-            _close_conn(self.worker)
+            self.checkpointer.stop()
+            _close_conn(self.worker)  # the last connection out copies the WAL back
             if self._lock is not None:
                 os.close(self._lock)  # the flock goes with it
                 self._lock = None
@@ -148,19 +152,6 @@ class SqliteStore:
         full = len(index) + self._reserved[queue] >= max_messages
         seq = self._next_seq
         self._next_seq += 1
-        row = sql.row(seq, queue, message)
-
-        def work(conn: sqlite3.Connection) -> tuple[str, bool]:
-            if message.idem is not None:
-                earlier = conn.execute(
-                    sql.FIND_IDEM, (queue, message.key, message.idem, dedup_since)
-                ).fetchone()
-                if earlier is not None:
-                    return earlier[0], True
-            if full:
-                raise QueueFull(f"queue {queue} holds {max_messages} messages")
-            conn.execute(sql.INSERT, row)
-            return message.id, False
 
         def then(result: tuple[str, bool]) -> tuple[str, bool]:
             if not result[1]:
@@ -170,7 +161,8 @@ class SqliteStore:
 
         if not full:
             self._reserved[queue] += 1
-        future = self.worker.submit(WRITE, work, then)
+        args: sql.Accept = (queue, message, dedup_since, full, seq)
+        future = self.worker.submit(ACCEPT, _nothing, then, args)
         timer = asyncio.get_running_loop().call_later(ACCEPT_TIMEOUT, _time_out, future)
         try:
             result: tuple[str, bool] = await future
@@ -313,6 +305,10 @@ class SqliteStore:
         await self.worker.submit(WRITE, lambda conn: conn.execute(sql.PURGE, (queue, before)))
 
 
+def _nothing(conn: sqlite3.Connection) -> None:
+    return None
+
+
 def _time_out(future: asyncio.Future[Any]) -> None:
     if not future.done():
         future.set_exception(QueueUnavailable("the disk took too long to commit"))
@@ -336,6 +332,8 @@ def _connect(path: Path) -> sqlite3.Connection:
             raise sqlite3.OperationalError(f"journal_mode is {mode}, not wal")
         conn.execute("PRAGMA synchronous=FULL")  # the WAL is fsync'd at every commit
         conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("PRAGMA wal_autocheckpoint=100000")  # the Checkpointer's job
+        conn.execute("PRAGMA journal_size_limit=67108864")  # a WAL that grew shrinks back
         conn.executescript(sql.SCHEMA)
     except BaseException:
         conn.close()

@@ -6,12 +6,15 @@ that the thread resolves through `call_soon_threadsafe`, once per batch. While o
 commit is being fsync'd, the next operations queue up, so under load a commit carries
 many accepts (a commit costs one fsync whether it holds one row or a hundred).
 
-Each batch: writes (`write` ops) in one `BEGIN IMMEDIATE ... COMMIT`, each in a savepoint
-so that one op's bug does not undo the others; a failure of the transaction itself (a
-full disk, an I/O error) fails every write of the batch with `QueueUnavailable`. The
-writes are answered first; then the reads (`read` ops) of the batch run, outside the
-transaction. `then` callbacks run on the loop, before the futures are resolved, whether
-or not anyone still awaits them (an accept whose app left is still indexed).
+Each batch: its writes in one `BEGIN IMMEDIATE ... COMMIT`; the accepts among them as
+one multi-row INSERT (sqlite_sql.accept_many). Few statements per batch matter more
+than it seems: each one lets go of the GIL and must win it back from the event loop,
+which under load can take a switch interval. A failure of the transaction (a full disk,
+an I/O error) fails every write of the batch with `QueueUnavailable`, and so does any
+other error of one of them (the transaction is undone whole). The writes are answered
+first; then the reads (`read` ops) of the batch run, outside the transaction. `then`
+callbacks run on the loop, before the futures are resolved, whether or not anyone still
+awaits them (an accept whose app left is still indexed).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 from .store import QueueUnavailable
 
 Work = Callable[[sqlite3.Connection], Any]
-WRITE, READ = 0, 1
+WRITE, READ, ACCEPT = 0, 1, 2
 
 
 @dataclass(slots=True)
@@ -36,6 +39,7 @@ class Op:
     work: Work
     future: asyncio.Future[Any]
     then: Callable[[Any], Any] | None = None  # on the loop, with the result
+    args: Any = None  # an ACCEPT's: what accept_many() takes
     result: Any = None
     error: BaseException | None = field(default=None)
 
@@ -50,9 +54,15 @@ class Worker:
         self._closing = False
         self.conn: sqlite3.Connection | None = None  # the thread's; set by an `open` op
         self.commits = 0  # transactions committed (tests and the benchmark read it)
+        # The accepts of a batch, all at once: a result or an exception for each.
+        self.accept_many: Callable[[sqlite3.Connection, list[Any]], list[Any]] = _no_accepts
 
     def submit(
-        self, kind: int, work: Work, then: Callable[[Any], Any] | None = None
+        self,
+        kind: int,
+        work: Work,
+        then: Callable[[Any], Any] | None = None,
+        args: Any = None,
     ) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         if self._thread is None:
@@ -63,14 +73,15 @@ class Worker:
         with self._wake:
             if self._closing:
                 raise QueueUnavailable("the store is closed")
-            self._ops.append(Op(kind, work, future, then))
+            self._ops.append(Op(kind, work, future, then, args))
             self._wake.notify()
         return future
 
     async def close(self, finish: Work) -> None:
         """Run what is queued, then `finish(conn)` (may be given None), then stop."""
         thread = self._thread
-        if thread is None:
+        if thread is None or self._closing:
+            self._closing = True
             return
         done = asyncio.get_running_loop().create_future()
         with self._wake:
@@ -79,6 +90,7 @@ class Worker:
             self._wake.notify()
         await asyncio.shield(done)
         await asyncio.get_running_loop().run_in_executor(None, thread.join, 5.0)
+        self._thread = None
 
     def _run(self) -> None:
         while True:
@@ -88,7 +100,7 @@ class Worker:
                 if not self._ops:
                     return
                 batch, self._ops = self._ops, []
-            writes = [op for op in batch if op.kind == WRITE]
+            writes = [op for op in batch if op.kind != READ]
             reads = [op for op in batch if op.kind == READ]
             if writes:
                 self._transaction(writes)
@@ -109,19 +121,21 @@ class Worker:
             return
         try:
             conn.execute("BEGIN IMMEDIATE")
+            accepts = [op for op in writes if op.kind == ACCEPT]
+            if accepts:
+                for op, result in zip(
+                    accepts, self.accept_many(conn, [op.args for op in accepts]), strict=True
+                ):
+                    if isinstance(result, Exception):
+                        op.error = result
+                    else:
+                        op.result = result
             for op in writes:
-                conn.execute("SAVEPOINT op")
-                try:
+                if op.kind == WRITE:
                     op.result = op.work(conn)
-                except sqlite3.Error:
-                    raise  # the transaction's trouble: below
-                except Exception as exc:  # the op's own: undo it alone
-                    conn.execute("ROLLBACK TO op")
-                    op.error = exc
-                conn.execute("RELEASE op")
             conn.execute("COMMIT")
             self.commits += 1
-        except sqlite3.Error as exc:
+        except Exception as exc:
             # No transaction left to roll back, or the connection is gone: nothing to undo.
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -136,10 +150,16 @@ class Worker:
                 loop.call_soon_threadsafe(_resolve, ops)
 
 
+def _no_accepts(conn: sqlite3.Connection, args: list[Any]) -> list[Any]:
+    raise NotImplementedError
+
+
 def _unavailable(exc: BaseException) -> BaseException:
+    if isinstance(exc, QueueUnavailable):
+        return exc
     if isinstance(exc, sqlite3.Error):
         return QueueUnavailable(f"sqlite: {exc}")
-    return exc
+    return QueueUnavailable(f"internal error: {type(exc).__name__}")
 
 
 def _resolve(ops: list[Op]) -> None:
@@ -157,3 +177,40 @@ def _resolve(ops: list[Op]) -> None:
             future.set_exception(error)
         else:
             future.set_result(result)
+
+
+class Checkpointer:
+    """Copies the WAL back into the database file from a thread and a connection of its
+    own, once a second. A PASSIVE checkpoint lets the writer go on meanwhile, so a commit
+    never waits for one (the writer's own automatic checkpoint is pushed far out: it is
+    only the safety net). The WAL starts over at the first commit after a full copy."""
+
+    def __init__(self, path: str, every: float = 1.0) -> None:
+        self._path = path
+        self._every = every
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="fender-wal", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+            self._thread = None
+
+    def _run(self) -> None:
+        try:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:
+            return  # the writer's own checkpoints remain
+        try:
+            conn.execute("PRAGMA busy_timeout=1000")
+            while not self._stop.wait(self._every):
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
