@@ -103,7 +103,7 @@ class RedisStore:
 
     async def close(self) -> None:
         self._ready = False
-        await self.redis.aclose()
+        await self.redis.aclose(close_connection_pool=True)  # the pool is ours: close it too
 
     async def _group(self, queue: str) -> None:
         if queue in self._groups:
