@@ -53,15 +53,20 @@ _INSERT = (
 )
 _ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')"
 _ROWS_PER_INSERT = 1000  # 14 values a row, within SQLite's 32766 variables
-DELIVERED = (
-    "UPDATE messages SET state = 'delivered', attempts = ?, history = ?, settled = ?, "
-    "body = NULL, headers = NULL WHERE seq = ?"
-)
-DEAD = (
-    "UPDATE messages SET state = 'dead', attempts = ?, history = ?, settled = ?, reason = ? "
-    "WHERE seq = ?"
-)
-RETRY = "UPDATE messages SET attempts = ?, history = ?, due = ? WHERE seq = ?"
+# A batch's settlements of one kind, in one statement: (seq, attempts, history, time,
+# reason) rows; the time is when it settled (delivered, dead) or falls due (retry).
+_SETTLE = {
+    "delivered": "state = 'delivered', attempts = v.column2, history = v.column3, "
+    "settled = v.column4, body = NULL, headers = NULL",
+    "dead": "state = 'dead', attempts = v.column2, history = v.column3, settled = v.column4, "
+    "reason = v.column5",
+    "retry": "attempts = v.column2, history = v.column3, due = v.column4",
+}
+_SETTLE_ONE = {
+    kind: f"UPDATE messages SET {text.replace('v.column', ':c')} WHERE seq = :c1"
+    for kind, text in _SETTLE.items()
+}
+FROM_VALUES = sqlite3.sqlite_version_info >= (3, 33)  # UPDATE ... FROM
 DELETE = "DELETE FROM messages WHERE queue = ? AND id = ? AND state = 'dead'"
 PAUSE = "INSERT OR IGNORE INTO paused (queue) VALUES (?)"
 RESUME = "DELETE FROM paused WHERE queue = ?"
@@ -135,6 +140,29 @@ def accept_many(conn: sqlite3.Connection, accepts: list[Accept]) -> list[Any]:
         chunk = rows[start : start + width * _ROWS_PER_INSERT]
         conn.execute(_INSERT.format(",".join([_ROW] * (len(chunk) // width))), chunk)
     return results
+
+
+# What the store gives settle_many(): (kind, seq, attempts, history, time, reason).
+Settle = tuple[str, int, int, str, float, str]
+
+
+def settle_many(conn: sqlite3.Connection, settles: list[Settle]) -> None:
+    by_kind: dict[str, list[tuple[Any, ...]]] = {}
+    for kind, *fields in settles:
+        by_kind.setdefault(kind, []).append(tuple(fields))
+    for kind, rows in by_kind.items():
+        if not FROM_VALUES:
+            params = [{f"c{i}": v for i, v in enumerate(r, start=1)} for r in rows]
+            conn.executemany(_SETTLE_ONE[kind], params)
+            continue
+        for start in range(0, len(rows), 1000):
+            chunk = rows[start : start + 1000]
+            rows_text = ",".join(["(?, ?, ?, ?, ?)"] * len(chunk))
+            statement = (
+                f"UPDATE messages SET {_SETTLE[kind]} FROM (VALUES {rows_text}) AS v "
+                "WHERE messages.seq = v.column1"
+            )
+            conn.execute(statement, [value for r in chunk for value in r])
 
 
 def load(conn: sqlite3.Connection, seqs: list[int]) -> list[tuple[Any, ...]]:

@@ -36,7 +36,7 @@ from .message import (
     Settlement,
     add_attempt,
 )
-from .sqlite_worker import ACCEPT, READ, WRITE, Checkpointer, Worker
+from .sqlite_worker import ACCEPT, READ, SETTLE, WRITE, Checkpointer, Worker
 from .store import QueueUnavailable
 
 ACCEPT_TIMEOUT = 5.0  # a disk that takes longer than this to commit: 503, not a hung app
@@ -51,6 +51,7 @@ class SqliteStore:
         self.clock = clock
         self.worker = Worker(f"fender-sqlite:{path.name}")
         self.worker.accept_many = sql.accept_many
+        self.worker.settle_many = sql.settle_many
         self.checkpointer = Checkpointer(str(path))
         self._ready = False
         self.why = "not opened yet"
@@ -208,14 +209,9 @@ class SqliteStore:
             return
         history = orjson.dumps(add_attempt(message.history, settlement.attempt)).decode()
         attempts = message.attempts + (settlement.attempt is not None)
-
-        def work(conn: sqlite3.Connection) -> None:
-            if kind == DONE:
-                conn.execute(sql.DELIVERED, (attempts, history, now, seq))
-            elif kind == FAIL:
-                conn.execute(sql.DEAD, (attempts, history, now, settlement.reason, seq))
-            else:
-                conn.execute(sql.RETRY, (attempts, history, settlement.due, seq))
+        word = "delivered" if kind == DONE else "dead" if kind == FAIL else "retry"
+        when = settlement.due if word == "retry" else now
+        args: sql.Settle = (word, seq, attempts, history, when, settlement.reason)
 
         def then(_: None) -> None:
             if kind in (DONE, FAIL):
@@ -226,7 +222,7 @@ class SqliteStore:
                 self._notify(queue)
 
         try:
-            await self.worker.submit(WRITE, work, then)
+            await self.worker.submit(SETTLE, _nothing, then, args)
         except QueueUnavailable:
             index.back(seq, now + 5.0, now)  # not settled on disk: it goes again
             raise

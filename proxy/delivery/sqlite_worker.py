@@ -7,7 +7,11 @@ commit is being fsync'd, the next operations queue up, so under load a commit ca
 many accepts (a commit costs one fsync whether it holds one row or a hundred).
 
 Each batch: its writes in one `BEGIN IMMEDIATE ... COMMIT`; the accepts among them as
-one multi-row INSERT (sqlite_sql.accept_many). Few statements per batch matter more
+one multi-row INSERT (sqlite_sql.accept_many), the settlements as one UPDATE per kind
+(settle_many). A batch that holds only settlements commits with `synchronous=NORMAL`:
+no fsync (a settlement lost to a power cut only means the message is delivered again,
+which at least once allows; a crash of the process loses nothing either way); any other
+batch is fsync'd (`FULL`), and its fsync covers the WAL before it. Few statements matter more
 than it seems: each one lets go of the GIL and must win it back from the event loop,
 which under load can take a switch interval. A failure of the transaction (a full disk,
 an I/O error) fails every write of the batch with `QueueUnavailable`, and so does any
@@ -30,7 +34,7 @@ from typing import Any
 from .store import QueueUnavailable
 
 Work = Callable[[sqlite3.Connection], Any]
-WRITE, READ, ACCEPT = 0, 1, 2
+WRITE, READ, ACCEPT, SETTLE = 0, 1, 2, 3
 
 
 @dataclass(slots=True)
@@ -39,7 +43,7 @@ class Op:
     work: Work
     future: asyncio.Future[Any]
     then: Callable[[Any], Any] | None = None  # on the loop, with the result
-    args: Any = None  # an ACCEPT's: what accept_many() takes
+    args: Any = None  # an ACCEPT's or SETTLE's: what accept_many() or settle_many() takes
     result: Any = None
     error: BaseException | None = field(default=None)
 
@@ -52,10 +56,13 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
+        self._kicked = False  # a wake-up of the thread is due at the end of this loop turn
         self.conn: sqlite3.Connection | None = None  # the thread's; set by an `open` op
         self.commits = 0  # transactions committed (tests and the benchmark read it)
         # The accepts of a batch, all at once: a result or an exception for each.
-        self.accept_many: Callable[[sqlite3.Connection, list[Any]], list[Any]] = _no_accepts
+        self.accept_many: Callable[[sqlite3.Connection, list[Any]], list[Any]] = _not_set
+        self.settle_many: Callable[[sqlite3.Connection, list[Any]], None] = _not_set
+        self._durable: bool | None = None  # the connection's synchronous: FULL or NORMAL
 
     def submit(
         self,
@@ -74,8 +81,15 @@ class Worker:
             if self._closing:
                 raise QueueUnavailable("the store is closed")
             self._ops.append(Op(kind, work, future, then, args))
-            self._wake.notify()
+        if not self._kicked:  # what this loop turn submits goes in one batch
+            self._kicked = True
+            loop.call_soon(self._kick)
         return future
+
+    def _kick(self) -> None:
+        self._kicked = False
+        with self._wake:
+            self._wake.notify()
 
     async def close(self, finish: Work) -> None:
         """Run what is queued, then `finish(conn)` (may be given None), then stop."""
@@ -120,6 +134,10 @@ class Worker:
                 op.error = QueueUnavailable("the store is not open")
             return
         try:
+            durable = any(op.kind != SETTLE for op in writes)
+            if durable != self._durable:
+                conn.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
+                self._durable = durable
             conn.execute("BEGIN IMMEDIATE")
             accepts = [op for op in writes if op.kind == ACCEPT]
             if accepts:
@@ -130,6 +148,9 @@ class Worker:
                         op.error = result
                     else:
                         op.result = result
+            settles = [op.args for op in writes if op.kind == SETTLE]
+            if settles:
+                self.settle_many(conn, settles)
             for op in writes:
                 if op.kind == WRITE:
                     op.result = op.work(conn)
@@ -150,7 +171,7 @@ class Worker:
                 loop.call_soon_threadsafe(_resolve, ops)
 
 
-def _no_accepts(conn: sqlite3.Connection, args: list[Any]) -> list[Any]:
+def _not_set(conn: sqlite3.Connection, args: list[Any]) -> Any:
     raise NotImplementedError
 
 
