@@ -42,6 +42,14 @@ included. The ConfigMap with the policy file and the token Secret come with the 
     items:
       - key: {{ include "fender.tokenKey" . }}
         path: token
+- name: fender-queues
+  {{- if .Values.queueStorage.persistentVolumeClaim.enabled }}
+  persistentVolumeClaim:
+    claimName: {{ include "fender.queueClaim" . }}
+  {{- else }}
+  emptyDir:
+    {{- toYaml (.Values.queueStorage.emptyDir | default dict) | nindent 4 }}
+  {{- end }}
 {{- end -}}
 
 {{- define "fender.podAnnotations" -}}
@@ -100,6 +108,9 @@ volumeMounts:
   - name: fender-token
     mountPath: /var/run/secrets/fender
     readOnly: true
+  # Durable queues' SQLite files (queueStorage).
+  - name: fender-queues
+    mountPath: {{ .Values.queueStorage.mountPath }}
   {{- with .Values.extraVolumeMounts }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
