@@ -14,6 +14,7 @@ forgotten.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import Coroutine, Mapping
@@ -66,7 +67,8 @@ class QueueRunner:
         self.deliverer.wake()
 
     async def start(self) -> None:
-        await self._open()
+        if await self._open():
+            await self._refresh_quietly()  # a pause kept in the store holds from the start
         self._tasks = [
             asyncio.ensure_future(self.deliverer.run()),
             asyncio.ensure_future(self._tick()),
@@ -84,9 +86,14 @@ class QueueRunner:
             return False
         if self._said_unopened:
             self.queues.log.event("queue_available", queue=self.name)
-        self._said_unopened = False
-        self.deliverer.wake()
+            self._said_unopened = False
+            await self._refresh_quietly()
+            self.deliverer.wake()
         return True
+
+    async def _refresh_quietly(self) -> None:
+        with contextlib.suppress(QueueUnavailable):
+            await self.refresh()
 
     async def _tick(self) -> None:
         ticks = 0

@@ -70,7 +70,11 @@ FROM_VALUES = sqlite3.sqlite_version_info >= (3, 33)  # UPDATE ... FROM
 DELETE = "DELETE FROM messages WHERE queue = ? AND id = ? AND state = 'dead'"
 PAUSE = "INSERT OR IGNORE INTO paused (queue) VALUES (?)"
 RESUME = "DELETE FROM paused WHERE queue = ?"
-PURGE = "DELETE FROM messages WHERE queue = ? AND state = 'delivered' AND settled < ?"
+# Delivered messages past their dedup window, a bounded number per transaction.
+PURGE = (
+    "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE queue = ? "
+    "AND state = 'delivered' AND settled < ? LIMIT 2000)"
+)
 
 _LOAD = (
     "SELECT seq, id, route, method, target, headers, body, request_id, fair_key, accepted, "

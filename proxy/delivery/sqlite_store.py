@@ -298,7 +298,10 @@ class SqliteStore:
 
     async def purge(self, queue: str, before: float) -> None:
         self._check()
-        await self.worker.submit(WRITE, lambda conn: conn.execute(sql.PURGE, (queue, before)))
+        while True:  # in chunks: accepts in between never wait for a long delete
+            work = lambda conn: conn.execute(sql.PURGE, (queue, before)).rowcount  # noqa: E731
+            if await self.worker.submit(WRITE, work) < 2000:
+                return
 
 
 def _nothing(conn: sqlite3.Connection) -> None:

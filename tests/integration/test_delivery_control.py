@@ -121,6 +121,22 @@ async def test_a_reload_keeps_the_queue_its_messages_and_its_pause(
     assert [s.body for s in upstream.seen] == [b"kept"]
 
 
+async def test_a_pause_is_kept_in_the_store_and_holds_after_a_restart(
+    proxy_factory, upstream, client, tmp_path
+) -> None:
+    data = delivery_config(upstream.url, sqlite(tmp_path))
+    proxy = await proxy_factory(data)
+    await control(client, proxy, "POST", "/queues/outbox/pause")
+    await post(client, proxy.url, b"held")
+    await proxy.fender.close()
+    again = await proxy_factory(data)
+    runner = again.fender.queues.runners["outbox"]
+    assert runner.deliverer.paused and stats(again)["depth"] == 1  # before any delivery
+    await control(client, again, "POST", "/queues/outbox/resume")
+    await settled(again)
+    assert [s.body for s in upstream.seen] == [b"held"]
+
+
 async def test_a_store_that_cannot_open_answers_503_until_it_can(
     proxy_factory, upstream, client, tmp_path
 ) -> None:

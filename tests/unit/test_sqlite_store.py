@@ -189,3 +189,19 @@ async def test_a_path_that_is_a_directory_cannot_be_opened(tmp_path) -> None:
         await store.open()
     assert not store.ready
     await store.close()
+
+
+async def test_delivered_messages_are_forgotten_once_their_dedup_window_is_over(opened) -> None:
+    store, clock = opened
+    mid, _ = await accept(store, clock, 1, idem="once")
+    (taken,) = await store.take("q", 1, clock.wall(), 60)
+    await store.settle("q", taken, Settlement(DONE, attempt_record(clock.wall(), 200, "", 1.0)))
+    view = await store.view("q", mid)
+    assert view is not None and view["state"] == "delivered" and view["body_bytes"] == 0
+    await store.purge("q", clock.wall() - 1)  # settled after that: kept
+    assert await store.view("q", mid) is not None
+    clock.advance(10)
+    await store.purge("q", clock.wall() - 1)
+    assert await store.view("q", mid) is None
+    again, duplicate = await accept(store, clock, 2, idem="once")
+    assert again != mid and not duplicate
