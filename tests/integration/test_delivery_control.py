@@ -121,6 +121,23 @@ async def test_a_reload_keeps_the_queue_its_messages_and_its_pause(
     assert [s.body for s in upstream.seen] == [b"kept"]
 
 
+async def test_a_reload_that_moves_a_queue_to_another_file_lets_the_old_one_go(
+    proxy_factory, upstream, client, tmp_path
+) -> None:
+    data = delivery_config(upstream.url, sqlite(tmp_path))
+    proxy = await proxy_factory(data)
+    old = proxy.fender.queues.runners["outbox"]
+    data["queues"]["outbox"]["store"] = f"sqlite://{tmp_path}/moved.db"
+    await proxy.fender.reload(Config.model_validate(data))
+    new = proxy.fender.queues.runners["outbox"]
+    assert new is not old and new.store is not old.store
+    await wait_for(lambda: _true(not old.store.ready))  # drained, closed, its lock let go
+    assert (await post(client, proxy.url, b"to the new file"))[0] == 202
+    await settled(proxy)
+    assert [s.body for s in upstream.seen] == [b"to the new file"]
+    assert (tmp_path / "moved.db").exists()
+
+
 async def test_a_pause_is_kept_in_the_store_and_holds_after_a_restart(
     proxy_factory, upstream, client, tmp_path
 ) -> None:
