@@ -122,6 +122,10 @@ class Deliverer:
                 wait = poll if wait is None else min(wait, poll)
             await self._wait(wait)
             return
+        if self._stopping:  # taken while stop() began: straight back
+            for message in messages:
+                await self._settle(message, Settlement(RELEASE, due=wall), "")
+            return
         for message in messages:
             task = asyncio.ensure_future(self._deliver(message))
             self._active[task] = False

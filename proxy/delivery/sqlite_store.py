@@ -182,9 +182,10 @@ class SqliteStore:
             return []
         try:
             rows = await self.worker.submit(READ, lambda conn: sql.load(conn, seqs))
-        except QueueUnavailable:
+        except BaseException as exc:  # unavailable, or cancelled (stopping): they wait again
+            later = now + 1.0 if isinstance(exc, QueueUnavailable) else now
             for seq in seqs:
-                index.back(seq, now + 1.0, now)
+                index.back(seq, later, now)
             raise
         found = {row[0] for row in rows}
         for seq in seqs:

@@ -205,3 +205,14 @@ async def test_delivered_messages_are_forgotten_once_their_dedup_window_is_over(
     assert await store.view("q", mid) is None
     again, duplicate = await accept(store, clock, 2, idem="once")
     assert again != mid and not duplicate
+
+
+async def test_a_take_cancelled_while_it_loads_leaves_its_messages_waiting(opened) -> None:
+    store, clock = opened
+    await accept(store, clock, 1)
+    taking = asyncio.ensure_future(store.take("q", 1, clock.wall(), 60))
+    await asyncio.sleep(0)  # it is loading the body now
+    taking.cancel()
+    await asyncio.gather(taking, return_exceptions=True)
+    (again,) = await store.take("q", 1, clock.wall(), 60)
+    assert again.body == b"body 1"
