@@ -26,6 +26,7 @@ from .control.audit import AuditLog
 from .control.server import ControlServer
 from .control.status import StatusBoard
 from .control.token import TokenFile
+from .delivery.queues import Queues
 from .fleet import Fleet, fleet_for
 from .generation import Generation, build, observe
 from .http.upstream import AttemptRecorder, Upstream
@@ -69,6 +70,8 @@ class Fender:
         self.metrics.degradation_level.set_function(lambda: self.degradation.level)
         self.board = StatusBoard(self.metrics, self.clock, self.degradation, self.faults)
         self.log.tap(self.board.events.offer)  # the last events, for the status page
+        self.queues = Queues(self.clock, self.metrics, self.log)  # kept across reloads
+        self.board.add_section("queues", self.queues.status)
         self.draining = False
         self.started = False
         self.fleet = fleet_for(config, None, clock=self.clock, log=self.log)
@@ -105,6 +108,7 @@ class Fender:
             faults=self.faults,
             level=self.degradation.current,
             fleet=fleet,
+            queues=self.queues,
         )
 
     def _swapped_in(self, generation: Generation) -> None:
@@ -114,6 +118,7 @@ class Fender:
         if generation.fleet is not None:  # cool-downs the fleet hears hold these quotas
             quotas = {name: g.quota for name, g in generation.guards.items() if g.quota}
             generation.fleet.adopt({name: quota.hold for name, quota in quotas.items()})
+        self.queues.update(generation.config, generation.deliveries)
 
     def _watch_fleet(self) -> None:
         """fender_redis_up and fender_fleet_replicas, read when scraped (reloads change
@@ -169,6 +174,7 @@ class Fender:
             if self.fleet is not None:  # bounded: Fender starts whatever Redis does
                 await self.fleet.start()
             await self._start_upstreams(list(self.upstreams.values()))
+            await self.queues.start()  # a store that cannot open answers 503 until it can
             await self.sockets.start(self.config, self.generation)
             await self._start_control()
         except BaseException as exc:
@@ -288,7 +294,8 @@ class Fender:
             await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             sleeper.cancel()
-        await self.sockets.shutdown(drain.timeout)
+        # Queued deliveries in flight get the same time, then go back to their queues.
+        await asyncio.gather(self.sockets.shutdown(drain.timeout), self.queues.drain(drain.timeout))
         await self.close()
         self.log.event("stopped")
 
@@ -299,6 +306,7 @@ class Fender:
             task.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
+        await self.queues.close()
         for upstream in [*self.upstreams.values(), *self._retired_upstreams]:
             await upstream.close(busy_too=True)
         if self._control is not None:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config.model import Config, Route
+from .delivery.accept import Acceptor, QueueLookup
+from .delivery.route import DeliveryRoute
 from .fleet import Fleet
 from .http.routing import CompiledRoute, Router, RouteTarget, Routing
 from .http.upstream import AttemptRecorder, Upstream
@@ -46,6 +48,8 @@ class Generation:
     routings: dict[str, Routing] = field(default_factory=dict)  # by listener name
     zeros: list[tuple[Any, tuple[str, ...]]] = field(default_factory=list)  # see observe()
     fleet: Fleet | None = None  # redis: the fleet its global limits and cool-downs use
+    deliveries: dict[str, DeliveryRoute] = field(default_factory=dict)  # routes with delivery:
+    queues: QueueLookup | None = None  # what acceptors of delivery routes keep requests in
     _routes: dict[str, tuple[Signature, RouteTarget]] = field(default_factory=dict)
 
 
@@ -61,10 +65,11 @@ def build(
     faults: Faults,
     level: Callable[[], int] = lambda: 0,
     fleet: Fleet | None = None,
+    queues: QueueLookup | None = None,
 ) -> tuple[Generation, list[Upstream]]:
     """The new generation, and the upstreams it made afresh (they need start())."""
     with metrics.deferred() as zeros:
-        gen = Generation(config, zeros=zeros, fleet=fleet)
+        gen = Generation(config, zeros=zeros, fleet=fleet, queues=queues)
         return _build(gen, previous, clock, metrics, log, rng, recorder, faults, level)
 
 
@@ -160,10 +165,13 @@ def _target(
         old_signature, old_target = previous._routes[route.name]
         if old_signature == signature:
             gen._routes[route.name] = (signature, old_target)
+            if route.name in previous.deliveries:
+                gen.deliveries[route.name] = previous.deliveries[route.name]
             return old_target
     handler = build_pipeline(
         route.name,
-        policy,
+        # A delivery's pipeline has no fallback: a fallback's answer is never a delivery.
+        policy if route.delivery is None else policy.model_copy(update={"fallback": None}),
         route.upstream,
         guards={name: gen.guards[name] for name in used},
         headers={name: gen.upstreams[name].request_headers for name in used},
@@ -174,6 +182,11 @@ def _target(
         level=level,
         fleet=gen.fleet,
     )
+    if route.delivery is not None and gen.queues is not None:
+        # The route answers from its queue's acceptor; its pipeline is the deliverer's.
+        upstream = gen.config.upstreams[route.upstream]
+        delivery = gen.deliveries[route.name] = DeliveryRoute.of(route, policy, upstream, handler)
+        handler = Acceptor(delivery, gen.queues, clock, metrics)
     target = RouteTarget(route.upstream, gen.upstreams[route.upstream].request_headers, handler)
     gen._routes[route.name] = (signature, target)
     return target

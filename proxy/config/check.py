@@ -1,12 +1,14 @@
 """Checks across sections of a policy file: what one key says about another.
 
-Problems (the file is refused): duplicate names and addresses, names that lead nowhere,
-and an endpoint that is one of Fender's own listeners (every request would come back
-in, again and again). They read the file as plain data, so that they can run even when
-some values are wrong, and every problem is reported at once.
+Problems (the file is refused): duplicate names and addresses, names that lead nowhere
+(a delivery route's queue included), and an endpoint that is one of Fender's own
+listeners (every request would come back in, again and again). They read the file as
+plain data, so that they can run even when some values are wrong, and every problem is
+reported at once.
 
 Warnings (the file is used; `fender check` prints them): a route that an earlier route
-of its listener shadows (it is never matched), and a `per_try` longer than `first_byte`.
+of its listener shadows (it is never matched), a `per_try` longer than `first_byte`, and
+a queue no route delivers through.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .fleet import global_without_redis
 from .loader import KeyPath
+from .queue import queue_problems
 from .types import is_loopback, split_address
 from .units import format_duration
 
@@ -73,6 +76,12 @@ def reference_problems(data: Any) -> Found:
                 problems.append(
                     ((*at, "upstream"), f"no upstream named {upstream!r} (known: {known})")
                 )
+            delivery = _named(route.get("delivery"))
+            if delivery:
+                problems += queue_problems(data, delivery.get("queue"), (*at, "delivery", "queue"))
+                if route.get("upgrade"):
+                    message = "a delivery route cannot also take Upgrade requests"
+                    problems.append(((*at, "upgrade"), message))
     for k, fault in _items(data.get("faults")):
         hit_route, hit_upstream = fault.get("route"), fault.get("upstream")
         if isinstance(hit_route, str) and hit_route not in route_names:
@@ -159,6 +168,10 @@ def warnings(config: Config) -> Found:
                         )
                     )
                     break
+    used = {r.delivery.queue for lst in config.listeners for r in lst.routes if r.delivery}
+    for name in config.queues:
+        if name not in used:
+            found.append((("queues", name), "no route delivers through this queue"))
     for name, policy in config.policies.items():
         per_try, first_byte = policy.timeouts.per_try, policy.timeouts.first_byte
         if per_try is not None and first_byte is not None and per_try > first_byte:

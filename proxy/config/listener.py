@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
+from .queue import Delivery
 from .slo import Slo
 from .types import Address, HeaderName, HeaderValue, Method, Name, PathText, Section, unit
 from .units import Duration, Size
@@ -74,6 +75,9 @@ class Route(Section):
     slo: Slo | None = None
     """Service level objectives of the route (availability, latency), counted by Fender
     and judged by the rules `fender slo rules` prints."""
+    delivery: Delivery | None = None
+    """`{queue: NAME}`: requests are kept in that queue and answered 202 at once, then
+    delivered with this route's policies until they succeed or become dead letters."""
 
 
 Protocol = Annotated[

@@ -21,6 +21,7 @@ from .fleet import Redis, redacted_url
 from .listener import Limits, Listener, Match, Route
 from .loader import ConfigError, Document, KeyPath, Problem, read_document
 from .policy import Policy
+from .queue import Queue, redacted_store
 from .types import (
     Address,
     Name,
@@ -124,6 +125,8 @@ class Config(Section):
     redis: Redis | None = None
     """The Redis that makes the replicas one fleet: `scope: global` limits, shared
     cool-downs, the count of live replicas. None: every replica counts alone."""
+    queues: dict[Name, Queue] = Field(default_factory=dict)
+    """Durable queues for routes with `delivery:`."""
 
     _source: str = PrivateAttr(default="<memory>")
     _templates: dict[KeyPath, str] = PrivateAttr(default_factory=dict)
@@ -164,6 +167,8 @@ class Config(Section):
                 data["redis"]["password"] = "<redacted>"
         for path, template in self._templates.items():
             _put(data, path, template)  # as written: `Bearer ${API_KEY}` names no secret
+        for queue in data["queues"].values():  # a Redis URL may carry a password
+            queue["store"] = redacted_store(queue["store"])
         return data
 
     @property

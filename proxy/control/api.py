@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from ..config.faults import FaultSpec
 from ..config.units import parse_duration
+from ..delivery.queues import Queues
 from ..observe.logs import LEVELS as LOG_LEVELS
 from ..observe.logs import JsonLog
 from ..observe.metrics import Metrics
@@ -27,6 +28,7 @@ from ..state.degradation import LEVELS
 from ..state.faults import Faults
 from .audit import AuditLog
 from .page import page
+from .queues import add_queue_routes
 from .token import TokenFile
 
 MAX_TTL = 24 * 3600.0
@@ -47,6 +49,9 @@ class Controlled(Protocol):
     def faults(self) -> Faults: ...
 
     def set_degradation(self, level: str | None, ttl: float) -> None: ...
+
+    @property
+    def queues(self) -> Queues: ...
 
 
 # `/` is the status page: static, it asks for the token and reads /status with it.
@@ -204,6 +209,7 @@ def control_app(
     app.router.add_get("/livez", livez, allow_head=False)
     app.router.add_get("/readyz", readyz, allow_head=False)
     app.router.add_get("/config", get_config, allow_head=False)
+    add_queue_routes(app, fender.queues, audit)
     return app
 
 

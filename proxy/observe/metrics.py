@@ -169,6 +169,37 @@ class Metrics:
             "Redis did not answer within redis.timeout or is down, by scope.",
             ["scope"],
         )
+        # Durable queues (delivery/): read from each queue's numbers, refreshed once a second.
+        self.queue_depth: Gauge = self._new(
+            Gauge,
+            "fender_queue_depth",
+            "Messages waiting in a queue, deliveries in flight included (dead letters not).",
+            ["queue"],
+        )
+        self.queue_oldest: Gauge = self._new(
+            Gauge,
+            "fender_queue_oldest_seconds",
+            "Age of the oldest message waiting in a queue (0 when none waits).",
+            ["queue"],
+        )
+        self.queue_dead: Gauge = self._new(
+            Gauge, "fender_queue_dead", "Dead letters kept for a queue.", ["queue"]
+        )
+        self.deliveries: Counter = self._new(
+            Counter,
+            "fender_deliveries_total",
+            "Deliveries of queued messages, by result: delivered, retried (again later), "
+            "dead (a dead letter: a final answer, or out of attempts), expired (past max_age).",
+            ["queue", "result"],
+        )
+        self.queue_accepts: Counter = self._new(
+            Counter,
+            "fender_queue_accepts_total",
+            "Requests a delivery route was given, by result: accepted (202), duplicate (an "
+            "idempotency key seen before: 202 with the first id), full, unavailable (503), "
+            "too_large (413).",
+            ["queue", "result"],
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
         self._deferred: list[tuple[Any, tuple[str, ...]]] | None = None
         for result in ("success", "failure"):
@@ -247,6 +278,12 @@ class Metrics:
 
     def count_rate_limit_fallback(self, scope: str) -> None:
         self._inc(self.rate_limit_fallbacks, scope)
+
+    def count_delivery(self, queue: str, result: str) -> None:
+        self._inc(self.deliveries, queue, result)
+
+    def count_queue_accept(self, queue: str, result: str) -> None:
+        self._inc(self.queue_accepts, queue, result)
 
     def observe_rate_limit_wait(self, scope: str, seconds: float) -> None:
         self.rate_limit_waits.labels(scope).observe(seconds)

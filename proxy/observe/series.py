@@ -1,4 +1,4 @@
-"""Which labelled series a config keeps: those of its routes, upstreams and endpoints.
+"""Which labelled series a config keeps: those of its routes, upstreams, endpoints, queues.
 
 A reload that removes an upstream, a route or an endpoint removes every series labelled
 with it (`fender_circuit_state{upstream="gone"}` would otherwise keep an alert firing
@@ -18,7 +18,7 @@ from ..config.types import endpoint_labels
 if TYPE_CHECKING:
     from ..config.model import Config
 
-SCOPED = frozenset({"route", "upstream", "endpoint", "scope"})  # labels that name config
+SCOPED = frozenset({"route", "upstream", "endpoint", "scope", "queue"})  # labels naming config
 NO_ROUTE = "_unmatched"  # route and upstream label of requests no route took
 
 
@@ -27,6 +27,7 @@ class Kept:
     routes: frozenset[str]
     upstreams: frozenset[str]
     endpoints: frozenset[tuple[str, str]]  # (upstream, endpoint)
+    queues: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, config: Config) -> Kept:
@@ -39,6 +40,7 @@ class Kept:
                 for name, upstream in config.upstreams.items()
                 for label in endpoint_labels(upstream.endpoints)
             ),
+            queues=frozenset(config.queues),
         )
 
     def keeps(self, labels: Mapping[str, str]) -> bool:
@@ -47,6 +49,9 @@ class Kept:
         if route is not None and route not in self.routes:
             return False
         if upstream is not None and upstream not in self.upstreams:
+            return False
+        queue = labels.get("queue")
+        if queue is not None and queue not in self.queues:
             return False
         endpoint = labels.get("endpoint")
         if endpoint is not None and (upstream or "", endpoint) not in self.endpoints:

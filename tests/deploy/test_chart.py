@@ -30,7 +30,8 @@ CRD_SCHEMAS = {
 }
 # The oldest Kubernetes the chart supports (native sidecars) and the newest the validator knows.
 KUBERNETES = ("1.29.0", "1.37.0")
-API_KEY_ENV = {"OPENAI_API_KEY": "sk-test"}  # what the monitoring values' policy reads
+# What the values sets' policies read: the monitoring one's API key, the queues one's token.
+API_KEY_ENV = {"OPENAI_API_KEY": "sk-test", "GREENAPI_TOKEN": "gr-test"}
 
 
 def values_args(values: Path | None) -> tuple[Path, ...]:
@@ -240,6 +241,11 @@ def test_rendered_policy_passes_fender_check(values: Path | None, tmp_path: Path
             'leave out "redis"',
         ),
         ({"redis.password.existingSecret": "pw"}, "needs values.redis.url"),
+        (
+            {"queueStorage.persistentVolumeClaim.enabled": "true", "example.replicas": "2"},
+            "an SQLite queue is one process's file",
+        ),
+        ({"queueStorage.mountPath": "var/lib"}, "'/queueStorage/mountPath'"),
     ],
 )
 def test_wrong_values_fail_at_install_time(sets: dict[str, str], message: str) -> None:
@@ -377,7 +383,12 @@ def test_named_templates_add_the_sidecar_to_a_users_own_deployment(
     fender = fender_container(spec)
     in_init = fender in (spec["initContainers"] or [])
     assert in_init == (mode == "native")
-    assert [v["name"] for v in spec["volumes"]] == ["cache", "fender-policy", "fender-token"]
+    assert [v["name"] for v in spec["volumes"]] == [
+        "cache",
+        "fender-policy",
+        "fender-token",
+        "fender-queues",
+    ]
     configmap = find(manifests, "ConfigMap")
     assert spec["volumes"][1]["configMap"]["name"] == configmap["metadata"]["name"]
     # Classic: the include leaves `initContainers:` empty, which the API server reads as
@@ -416,3 +427,61 @@ def test_a_fleet_gets_its_redis_section_and_its_password_from_a_secret() -> None
     plain = render()
     assert "redis" not in yaml.safe_load(policy_file(plain))
     assert not [v for v in pod_spec(plain)["volumes"] if v["name"] == "fender-redis"]
+
+
+def queue_volume(spec: dict[str, Any]) -> dict[str, Any]:
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "fender-queues"]
+    return volume
+
+
+def test_queues_live_on_an_empty_dir_mounted_writable_by_default() -> None:
+    manifests = render()
+    spec = pod_spec(manifests)
+    assert queue_volume(spec) == {"name": "fender-queues", "emptyDir": {"sizeLimit": "1Gi"}}
+    mounts = fender_container(spec)["volumeMounts"]
+    assert {"name": "fender-queues", "mountPath": "/var/lib/fender"} in mounts  # not read-only
+    assert "strategy" not in find(manifests, "Deployment")["spec"]
+    assert not [m for m in manifests if m["kind"] == "PersistentVolumeClaim"]
+
+
+def test_a_claim_keeps_what_waits_in_the_queues_when_the_pod_goes() -> None:
+    manifests = render(CHART / "ci" / "queues-values.yaml")
+    claim = find(manifests, "PersistentVolumeClaim")
+    assert claim["metadata"]["name"] == "demo-fender-queues"
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert claim["spec"] == {
+        "accessModes": ["ReadWriteOnce"],
+        "storageClassName": "fast-ssd",
+        "resources": {"requests": {"storage": "2Gi"}},
+    }
+    deployment = find(manifests, "Deployment")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # one process per file
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["securityContext"]["fsGroup"] == 10001  # uid 10001 writes the volume
+    assert queue_volume(spec)["persistentVolumeClaim"] == {"claimName": "demo-fender-queues"}
+    own = render(
+        **{
+            "queueStorage.persistentVolumeClaim.enabled": "true",
+            "queueStorage.persistentVolumeClaim.existingClaim": "outbox-data",
+        }
+    )
+    assert not [m for m in own if m["kind"] == "PersistentVolumeClaim"]
+    assert queue_volume(pod_spec(own))["persistentVolumeClaim"] == {"claimName": "outbox-data"}
+
+
+def test_notes_say_what_survives_a_pods_deletion(tmp_path: Path) -> None:
+    def notes(*values: Path, **sets: str) -> str:
+        args: list[str | Path] = ["install", "demo", CHART, "--dry-run=client", "-n", "shop"]
+        for path in values:
+            args += ["-f", path]
+        for key, value in sets.items():
+            args += ["--set", f"{key}={value}"]
+        out = helm_run(*args).stdout
+        return out[out.index("NOTES:") :]
+
+    queues = CHART / "ci" / "queues-values.yaml"
+    on_empty_dir = notes(queues, **{"queueStorage.persistentVolumeClaim.enabled": "false"})
+    assert "an emptyDir" in on_empty_dir and "NOT a pod's deletion" in on_empty_dir
+    on_claim = notes(queues)
+    assert "demo-fender-queues: what waits in them survives a pod's deletion" in on_claim
+    assert "Durable queues" not in notes()  # a policy without queues says nothing of them

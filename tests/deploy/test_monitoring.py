@@ -99,7 +99,7 @@ def test_alert_rules_pass_promtool_check(tmp_path: Path) -> None:
         path = tmp_path / "alerts.yaml"
         path.write_text(yaml.safe_dump(alert_rules(*values)))
         out = run(promtool(), "check", "rules", path).stdout
-        assert "SUCCESS: 5 rules found" in out
+        assert "SUCCESS: 7 rules found" in out
 
 
 def test_alerts_fire_on_what_they_name_and_only_then(tmp_path: Path) -> None:
@@ -118,6 +118,8 @@ def test_alerts_name_fender_metrics_and_their_labels() -> None:
         "FenderFallbacksServed",
         "FenderConfigReloadFailed",
         "FenderRetryBudgetExhausted",
+        "FenderDeadLettersGrowing",
+        "FenderQueueOldestTooOld",
     }
     for rule in rules:
         templated = " ".join(rule["annotations"].values())
@@ -136,6 +138,10 @@ def test_dashboard_shows_what_operators_ask_for() -> None:
         "Fallbacks by route",
         "Error budget left",
         "Burn rate by route",
+        "Queue depth",
+        "Oldest queued message",
+        "Deliveries by result",
+        "Dead letters and refused accepts",
     ):
         assert wanted in titles
     assert len({panel["id"] for panel in data["panels"]}) == len(data["panels"])

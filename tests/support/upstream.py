@@ -32,6 +32,7 @@ class Step:
     # "after_headers": send the headers and part of the body, then drop it.
     reset: str | None = None
     hang: bool = False  # never answer
+    gate: asyncio.Event | None = None  # answer only once it is set
 
 
 @dataclass
@@ -89,6 +90,8 @@ class ScriptedUpstream:
             step = self.default
         if step.hang:
             await asyncio.Event().wait()
+        if step.gate is not None:
+            await step.gate.wait()
         if step.delay:
             await asyncio.sleep(step.delay)
         if step.reset == "before_headers":

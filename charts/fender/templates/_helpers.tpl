@@ -27,6 +27,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- .Values.control.token.existingSecret | default (printf "%s-control-token" (include "fender.fullname" .) | trunc 63 | trimSuffix "-") -}}
 {{- end -}}
 
+{{- define "fender.queueClaim" -}}
+{{- .Values.queueStorage.persistentVolumeClaim.existingClaim | default (printf "%s-queues" (include "fender.fullname" .) | trunc 63 | trimSuffix "-") -}}
+{{- end -}}
+
 {{- define "fender.tokenKey" -}}
 {{- if .Values.control.token.existingSecret }}{{ .Values.control.token.key }}{{ else }}token{{ end -}}
 {{- end -}}

@@ -50,6 +50,14 @@ included. The ConfigMap with the policy file and the token Secret come with the 
       - key: {{ $.Values.redis.password.key }}
         path: password
 {{- end }}
+- name: fender-queues
+  {{- if .Values.queueStorage.persistentVolumeClaim.enabled }}
+  persistentVolumeClaim:
+    claimName: {{ include "fender.queueClaim" . }}
+  {{- else }}
+  emptyDir:
+    {{- toYaml (.Values.queueStorage.emptyDir | default dict) | nindent 4 }}
+  {{- end }}
 {{- end -}}
 
 {{- define "fender.podAnnotations" -}}
@@ -113,6 +121,9 @@ volumeMounts:
     mountPath: /var/run/secrets/fender-redis
     readOnly: true
   {{- end }}
+  # Durable queues' SQLite files (queueStorage).
+  - name: fender-queues
+    mountPath: {{ .Values.queueStorage.mountPath }}
   {{- with .Values.extraVolumeMounts }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
