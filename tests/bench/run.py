@@ -1,6 +1,6 @@
 """Throughput, latency and CPU cost of one proxy hop: upstream direct vs Fender vs nginx.
 
-Run `python tests/bench/run.py` (about 7 minutes; `--quick` for a ~20 s smoke run,
+Run `python tests/bench/run.py` (about 9 minutes; `--quick` for a ~1 minute smoke run,
 `--json PATH` to also write the results as JSON, `--targets A,B` to measure only those
 targets beside direct, `--instructions` to add the instructions per request that callgrind
 counts, from instructions.py: about 2 minutes more, 1 with --quick). Needs `wrk`, `taskset`
