@@ -1,10 +1,11 @@
 """Throughput, latency and CPU cost of one proxy hop: upstream direct vs Fender vs nginx.
 
-Run `python tests/bench/run.py` (about 7 minutes; `--quick` for a ~20 s smoke run,
-`--json PATH` to also write the results as JSON, `--instructions` to add the instructions per
-request that callgrind counts, from instructions.py: about 2 minutes more, 1 with
---quick). Needs `wrk`, `taskset` and, for the nginx column and the fast upstream, `nginx`
-(and `valgrind` for --instructions); they are apt-installed when missing.
+Run `python tests/bench/run.py` (about 9 minutes; `--quick` for a ~1 minute smoke run,
+`--json PATH` to also write the results as JSON, `--targets A,B` to measure only those
+targets beside direct, `--instructions` to add the instructions per request that callgrind
+counts, from instructions.py: about 2 minutes more, 1 with --quick). Needs `wrk`, `taskset`
+and, for the nginx column and the fast upstream, `nginx` (and `valgrind` for --instructions,
+`redis-server` for fender-rl-global); they are apt-installed when missing.
 
 What runs, all on 127.0.0.1 with ports picked by the kernel:
 - upstream: nginx (1 worker, no access log) serving /small (20 bytes) and /16k (16 KiB) from
@@ -15,6 +16,13 @@ What runs, all on 127.0.0.1 with ports picked by the kernel:
   route with every policy configured (timeouts, retry, route rate limit, fallback chain;
   breaker, bulkhead and quota on its upstream) but with limits that never bite. Their
   difference, in the notes, is what idle policies cost.
+- a rate limit that never bites, on two more routes of the same Fender: "fender-rl-local"
+  (the replica's own bucket) and "fender-rl-global" (`scope: global`, its bucket in a local
+  redis-server started niced on the load CPU, apt-installed when missing). The notes give
+  their throughput ratio, the CPU per request of each and, from Fender's /status, the
+  EVALSHA commands and the round trips (pipelines) to Redis per admission, and any local
+  fallbacks (there should be none). With fender-rl-global among the targets, the one Fender
+  process has a `redis:` section, so its memory figures include the fleet link (redis-py).
 - answered by Fender itself: an open circuit (503, no upstream call) and a rate-limit
   rejection (429), their latency and CPU per answer.
 - nginx: a second nginx as reverse proxy, 1 worker, `keepalive 64` to the upstream.
@@ -78,15 +86,20 @@ from tests.bench.servers import (
     snapshot_fender,
     sources_sha1,
     start_nginx,
+    start_redis,
+    wait_redis,
 )
 from tests.bench.servers import start_fender as start_fender_service
 
 PROXY_CPU, LOAD_CPU = "0", "1"
 BODIES = {"small": b"hello from upstream\n", "16k": bytes(i % 251 for i in range(16384))}
-TARGETS = ("direct", "fender", "fender-all", "nginx")
-# Where each target is reached: Fender serves "fender" (plain pass-through) and "fender-all"
-# (every policy configured but idle) from one process, on two routes.
+TARGETS = ("direct", "fender", "fender-all", "fender-rl-local", "fender-rl-global", "nginx")
+# Where each target is reached: Fender serves "fender" (plain pass-through), "fender-all"
+# (every policy configured but idle) and two routes with a rate limit that never bites,
+# one local and one `scope: global` (its bucket in a local Redis), from one process.
 PREFIX = {"direct": "", "fender": "/p", "fender-all": "/all", "nginx": ""}
+PREFIX |= {"fender-rl-local": "/rl-local", "fender-rl-global": "/rl-global"}
+FENDER_TARGETS = ("fender", "fender-all", "fender-rl-local", "fender-rl-global")
 # Answers Fender gives without calling an upstream: (path, expected status).
 LOCAL = {"open circuit": ("/open/small", 503), "rate limited": ("/limited/small", 429)}
 NOISY_PCT = 10  # a run during which others used more than this % of a core is flagged
@@ -129,11 +142,13 @@ server {{ listen 127.0.0.1:{port} backlog=4096; root {www}; }}"""
     return Service("upstream aiohttp", cmd, LOAD_CPU, tmp / "upstream.stderr")
 
 
-def start_fender(tmp: Path, port: int, up_port: int) -> tuple[Service, int]:
+def start_fender(
+    tmp: Path, port: int, up_port: int, redis_port: int | None = None
+) -> tuple[Service, int]:
     """Fender, run from the snapshot of proxy/ in tmp/src, and its control port (routes:
-    servers.fender_policy)."""
+    servers.fender_policy; with `redis_port`, /rl-global/ keeps its bucket in that Redis)."""
     control, dead = free_port(), free_port()
-    policy = fender_policy(port, control, up_port, dead)
+    policy = fender_policy(port, control, up_port, dead, redis_port=redis_port)
     fender = start_fender_service(tmp / "src", policy, tmp / "fender.stderr", cpu=PROXY_CPU)
     return fender, control
 
@@ -236,11 +251,19 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="2 s runs, 1 repeat, 64 conns")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
     parser.add_argument(
+        "--targets",
+        default=",".join(TARGETS),
+        help="comma-separated subset of " + ", ".join(TARGETS) + " (direct is always run)",
+    )
+    parser.add_argument(
         "--instructions",
         action="store_true",
         help="also count instructions per request under callgrind (instructions.py)",
     )
     args = parser.parse_args()
+    wanted = {"direct", *filter(None, args.targets.split(","))}
+    if unknown := wanted - set(TARGETS):
+        raise BenchError(f"unknown targets: {', '.join(sorted(unknown))}")
     duration, repeats, conns = args.duration, args.repeats, (64, 1)
     if args.quick:
         duration, repeats, conns = 2.0, 1, (64,)
@@ -252,10 +275,15 @@ def main() -> int:
     nginx = ensure_tool("nginx", updated)
     if not nginx:
         log("nginx could not be installed: no nginx column, aiohttp upstream instead")
-    targets = [t for t in TARGETS if nginx or t != "nginx"]
+    redis = ensure_tool("redis-server", updated) if "fender-rl-global" in wanted else None
+    if "fender-rl-global" in wanted and not redis:
+        log("redis-server could not be installed: no fender-rl-global target")
+    targets = [t for t in TARGETS if t in wanted and (nginx or t != "nginx")]
+    targets = [t for t in targets if redis or t != "fender-rl-global"]
     scenarios = [(body, c) for c in conns for body in BODIES]
     local_scenarios = [(kind, c) for c in conns for kind in LOCAL]
     runs: dict[tuple[str, int, str], list[Run]] = {}
+    redis_use: dict[tuple[str, int], list[RedisUse]] = {}
     notes = [f"load average before the run: {load_average()}"]
     services: list[Service] = []
     memory_figures: dict[str, dict[str, object]] = {}
@@ -265,16 +293,26 @@ def main() -> int:
         fender_source = snapshot_fender(tmp)
         try:
             ports = {t: free_port() for t in targets}
-            ports["fender-all"] = ports["fender"]
+            ports["fender"] = free_port()  # serves every fender-* target, and LOCAL's
+            for target in FENDER_TARGETS:
+                ports[target] = ports["fender"]
             services.append(start_upstream(nginx, tmp, ports["direct"]))
             services[0].wait_ready(f"http://127.0.0.1:{ports['direct']}/small")
-            fender, control = start_fender(tmp, ports["fender"], ports["direct"])
+            redis_port = free_port() if redis else None
+            if redis and redis_port:
+                services.append(start_redis(redis, tmp, redis_port, LOAD_CPU))
+                wait_redis(services[-1], redis_port)
+                notes.append(  # memory.py alone measures Fender without it
+                    "Fender's memory figures include its fleet link (a redis: section, for "
+                    "fender-rl-global; redis-py loaded, a connection held)"
+                )
+            fender, control = start_fender(tmp, ports["fender"], ports["direct"], redis_port)
             services.append(fender)
             fender.wait_ready(f"http://127.0.0.1:{control}/readyz")
             log("memory: Fender at idle, then 1,000 idle keep-alive connections")
             memory_figures["fender"] = memory.measure_server(fender, ports["fender"], "/p/small")
             proxies = {"fender": fender}
-            if nginx:
+            if nginx and "nginx" in targets:
                 proxies["nginx"] = start_nginx_proxy(nginx, tmp, ports["nginx"], ports["direct"])
                 services.append(proxies["nginx"])
                 memory.wait_listening(proxies["nginx"], ports["nginx"])  # no request yet
@@ -283,9 +321,11 @@ def main() -> int:
                     proxies["nginx"], ports["nginx"], "/small"
                 )
             trees = {target: process_tree(proxy.proc.pid) for target, proxy in proxies.items()}
-            trees["fender-all"] = trees["fender"]
+            for target in FENDER_TARGETS:
+                trees[target] = trees["fender"]
             ours = [pid for service in services for pid in process_tree(service.proc.pid)]
-            for target, port in ports.items():  # every target serves the right bytes
+            for target in targets:  # every target serves the right bytes
+                port = ports[target]
                 for path, body in BODIES.items():
                     url = f"http://127.0.0.1:{port}{PREFIX[target]}/{path}"
                     if http_get(url) != (200, body):
@@ -307,7 +347,11 @@ def main() -> int:
                         log(f"repeat {repeat}/{repeats}: {body} body, {connections} conn, {target}")
                         wrk(url, connections, 1)  # warm-up: connections, pools, caches
                         proxy = trees.get(target, [])
+                        before = fleet_counts(control) if target == "fender-rl-global" else None
                         run = measure(url, connections, duration, proxy, ours)
+                        if before is not None:
+                            use = RedisUse.between(before, fleet_counts(control), run.requests)
+                            redis_use.setdefault((body, connections), []).append(use)
                         for each in services:
                             each.check_alive()
                         runs.setdefault((body, connections, target), []).append(run)
@@ -334,7 +378,15 @@ def main() -> int:
     }
     meta |= {"nginx": version.stderr.strip() if version else "none", "python": sys.version}
     meta |= {"proxy_cpu": PROXY_CPU, "load_cpu": LOAD_CPU}
-    extra = {"memory": memory_figures, "instructions": counted}
+    if redis:
+        version = subprocess.run([redis, "--version"], capture_output=True, text=True)
+        meta |= {"redis": version.stdout.strip()}
+    fleet_notes(runs, targets, scenarios, redis_use, notes)
+    fleet = [
+        {"body": body, "connections": connections, "runs": [asdict(u) for u in these]}
+        for (body, connections), these in redis_use.items()
+    ]
+    extra = {"memory": memory_figures, "instructions": counted, "fleet": fleet}
     report(runs, targets, scenarios, local_scenarios, meta, notes, extra, args.json)
     return 0
 
@@ -373,6 +425,64 @@ def summarize(
     return results, rows
 
 
+@dataclass
+class RedisUse:
+    """What one measured fender-rl-global run asked of Redis, per admission, and the
+    decisions made locally instead (fallbacks: there should be none)."""
+
+    round_trips_per_req: float
+    commands_per_req: float
+    fallbacks: float
+
+    @classmethod
+    def between(
+        cls, before: tuple[float, float, float], after: tuple[float, float, float], requests: int
+    ) -> RedisUse:
+        trips, commands, fallbacks = (a - b for a, b in zip(after, before, strict=True))
+        return cls(trips / requests, commands / requests, fallbacks)
+
+
+def fleet_counts(control: int) -> tuple[float, float, float]:
+    """Pipelines and commands sent to Redis so far (GET /status), and local fallbacks."""
+    fleet = json.loads(http_get(f"http://127.0.0.1:{control}/status")[1])["fleet"] or {}
+    metrics = http_get(f"http://127.0.0.1:{control}/metrics")[1].decode()
+    fallbacks = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("fender_rate_limit_fallbacks_total{")
+    )
+    return float(fleet.get("round_trips", 0)), float(fleet.get("commands", 0)), fallbacks
+
+
+def fleet_notes(
+    runs: dict[tuple[str, int, str], list[Run]],
+    targets: list[str],
+    scenarios: list[tuple[str, int]],
+    redis_use: dict[tuple[str, int], list[RedisUse]],
+    notes: list[str],
+) -> None:
+    """A global limit that never bites vs the same limit kept locally, and what it asks of
+    Redis per admission: EVALSHA commands and pipelines (round trips)."""
+    if not {"fender-rl-local", "fender-rl-global"} <= set(targets):
+        return
+    for body, connections in scenarios:
+        local = runs[body, connections, "fender-rl-local"]
+        shared = runs[body, connections, "fender-rl-global"]
+        rps = statistics.median(r.rps for r in shared) / statistics.median(r.rps for r in local)
+        cpu_local = statistics.median(r.cpu_us_per_req or 0.0 for r in local)
+        cpu_global = statistics.median(r.cpu_us_per_req or 0.0 for r in shared)
+        use = redis_use.get((body, connections), [])
+        trips = statistics.median(u.round_trips_per_req for u in use) if use else float("nan")
+        commands = statistics.median(u.commands_per_req for u in use) if use else float("nan")
+        fallbacks = sum(u.fallbacks for u in use)
+        notes.append(
+            f"global vs local rate limit ({body} body, {connections} conn): throughput "
+            f"x{rps:.3f}, CPU per request {cpu_local:.0f} -> {cpu_global:.0f} us "
+            f"({cpu_global / cpu_local - 1:+.1%}); per admission {commands:.3f} EVALSHA in "
+            f"{trips:.3f} round trips; {fallbacks:.0f} local fallbacks"
+        )
+
+
 def print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for n, row in enumerate(rows):
@@ -398,7 +508,7 @@ def report(
     print(f"Fender {meta['fender']} | {meta['nginx']} | Python {sys.version.split()[0]}")
     print(f"wrk -t1, {meta['duration_s']:g} s per run, median of {meta['repeats']} repeats")
     print(f"CPU {PROXY_CPU}: proxy under test; CPU {LOAD_CPU}: wrk + upstream (direct runs too)")
-    if "nginx" not in targets:
+    if meta["nginx"] == "none":
         print("nginx unavailable: no nginx column; upstream is an aiohttp server")
     results, rows = summarize(runs, targets, scenarios)
     print_table(rows)
@@ -417,7 +527,8 @@ def report(
         )
     print_table(local_rows)
     print()
-    for body, connections in scenarios:  # the price of configured but idle policies
+    idle_policies = {"fender", "fender-all"} <= set(targets)
+    for body, connections in scenarios if idle_policies else ():  # what idle policies cost
         plain = runs[body, connections, "fender"]
         full = runs[body, connections, "fender-all"]
         rps = statistics.median(r.rps for r in full) / statistics.median(r.rps for r in plain)

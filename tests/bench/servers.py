@@ -1,4 +1,4 @@
-"""What the benchmarks start and stop: tools, ports, servers by PID, nginx, Fender's snapshot.
+"""What the benchmarks start: tools, ports, servers stopped by PID, nginx, Redis, Fender.
 
 Shared by run.py (wrk), instructions.py (callgrind) and memory.py (RSS). Everything listens
 on 127.0.0.1 with ports picked by the kernel; every process is stopped by its PID.
@@ -222,7 +222,12 @@ server {{
 
 
 def fender_policy(
-    port: int, control: int, up_port: int, dead_port: int, sse_port: int | None = None
+    port: int,
+    control: int,
+    up_port: int,
+    dead_port: int,
+    sse_port: int | None = None,
+    redis_port: int | None = None,
 ) -> str:
     """The benchmark's policy file.
 
@@ -230,12 +235,17 @@ def fender_policy(
     rate limit, fallback chain; breaker, bulkhead and quota on its upstream), with limits
     too high to bite (so idle); /open/ an upstream on a closed port whose breaker opens at
     the first failure and stays open; /limited/ a rate limit of one request an hour; with
-    `sse_port`, /sse/ plain to that upstream (the chunked one of instructions.py).
+    `sse_port`, /sse/ plain to that upstream (the chunked one of instructions.py);
+    /rl-local/ and /rl-global/ a rate limit that never bites, the replica's own bucket and,
+    with `redis_port` (a `redis:` section for a Redis there), `scope: global` (without it,
+    local too). These two come last, so that they add no route to match before the others.
     """
     sse_route = sse_upstream = ""
     if sse_port is not None:
         sse_route = "\n      - {name: sse, upstream: sse, match: {path_prefix: /sse/}}"
         sse_upstream = f"\n  sse:\n    endpoints: [http://127.0.0.1:{sse_port}]"
+    fleet = f"redis: {{url: 'redis://127.0.0.1:{redis_port}/0'}}\n" if redis_port else ""
+    scope = "global" if redis_port else "local"
     return f"""version: 1
 control: {{address: 127.0.0.1:{control}}}
 drain: {{delay: 0s, timeout: 5s}}
@@ -251,6 +261,16 @@ listeners:
         rewrite: {{strip_prefix: /all}}
       - {{name: open, upstream: dead, match: {{path_prefix: /open/}}}}
       - {{name: limited, upstream: up, policy: limited, match: {{path_prefix: /limited/}}}}{sse_route}
+      - name: rl-local
+        upstream: up
+        policy: rl-local
+        match: {{path_prefix: /rl-local/}}
+        rewrite: {{strip_prefix: /rl-local}}
+      - name: rl-global
+        upstream: up
+        policy: rl-global
+        match: {{path_prefix: /rl-global/}}
+        rewrite: {{strip_prefix: /rl-global}}
 upstreams:
   up:
     endpoints: [http://127.0.0.1:{up_port}]
@@ -277,7 +297,32 @@ policies:
       chain: [{{upstream: spare}}, {{stale: {{max_age: 1m}}}}, {{static: {{status: 503}}}}]
   limited:
     rate_limit: {{rate: 1/h, burst: 1}}
-"""
+  rl-local:
+    rate_limit: {{rate: 1000000/s, burst: 1000000}}
+  rl-global:
+    rate_limit: {{rate: 1000000/s, burst: 1000000, scope: {scope}}}
+{fleet}"""
+
+
+def start_redis(redis: str, tmp: Path, port: int, cpu: str | None) -> Service:
+    """A redis-server on 127.0.0.1:port (no persistence, its files in `tmp`), pinned to `cpu`
+    and niced ahead of what shares that CPU (as a Redis elsewhere would not wait for it)."""
+    cmd = ["nice", "-n", "-10", redis, "--bind", "127.0.0.1", "--port", str(port)]
+    cmd += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(tmp)]
+    return Service("redis", cmd, cpu, tmp / "redis.stderr")
+
+
+def wait_redis(service: Service, port: int, timeout: float = 10.0) -> None:
+    """Wait until the Redis on `port` answers PING."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        service.check_alive()
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as s:
+            s.sendall(b"PING\r\n")
+            if s.recv(16).startswith(b"+PONG"):
+                return
+        time.sleep(0.05)
+    raise BenchError(f"redis not answering on port {port}")
 
 
 def start_fender(
