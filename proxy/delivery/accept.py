@@ -63,13 +63,16 @@ class Acceptor:
         config, name = queue.config, queue.name
         body = await self._body(call, config.max_body, name)
         incoming = call.incoming if call.incoming is not None else call.headers
-        idem = incoming.get(route.idempotency_header)
+        # A blank key is no key: deduplicating on it would answer every later message
+        # with the id of the first and keep nothing.
+        idem = (incoming.get(route.idempotency_header) or "").strip() or None
         header = config.header
         key = (incoming.get(header) or "")[:MAX_KEY] if header is not None else ""
         now = self.clock.wall()
         message_id = new_id(now)
         headers = route.stored_headers(call.headers)
         if idem is None:  # the delivery id is the key, the same on every attempt
+            headers.remove(self.idem_key)
             headers.add_line(self.idem_key, line(self.idem_key, message_id.encode()))
         message = NewMessage(
             id=message_id,

@@ -167,6 +167,7 @@ class Queues:
         self.grace = 25.0  # drain.timeout of the config in force
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self._background: set[asyncio.Task[None]] = set()
+        self._retiring: set[QueueRunner] = set()  # removed by a reload, still draining
 
     # What the acceptor and the deliverers look up.
     def accepting(self, name: str) -> QueueRunner | None:
@@ -183,6 +184,7 @@ class Queues:
             section = config.queues.get(name)
             if section is None or store_key(section) != runner.store_key:
                 del self.runners[name]
+                self._retiring.add(runner)
                 self._spawn(self._retire(runner))
         for name, section in config.queues.items():
             kept = self.runners.get(name)
@@ -227,7 +229,10 @@ class Queues:
             metrics.zero(metrics.queue_accepts, name, result)
 
     async def _retire(self, runner: QueueRunner) -> None:
-        await runner.stop(self.grace)
+        try:
+            await runner.stop(self.grace)
+        finally:
+            self._retiring.discard(runner)
         await self._close_unused()
 
     async def _close_unused(self) -> None:
@@ -251,9 +256,11 @@ class Queues:
         await asyncio.gather(*(runner.stop(grace) for runner in self.runners.values()))
 
     async def close(self) -> None:
+        # A queue a reload retired may still be draining: it stops now too, before its store.
+        stopping = [*self.runners.values(), *self._retiring]
+        await asyncio.gather(*(runner.stop(0.0) for runner in stopping))
         for task in list(self._background):
             task.cancel()
-        await asyncio.gather(*(runner.stop(0.0) for runner in self.runners.values()))
         for store in self.stores.values():
             await store.close()
         self.started = False

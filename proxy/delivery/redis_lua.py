@@ -20,7 +20,10 @@ redis.call('HSET', KEYS[3], unpack(fields))
 local entry = redis.call('XADD', KEYS[2], '*', 'id', ARGV[2])
 redis.call('HSET', KEYS[3], 'entry', entry)
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
-if ARGV[5] == '1' then redis.call('SET', KEYS[4], ARGV[2], 'PX', ARGV[4]) end
+if ARGV[5] == '1' then
+  redis.call('SET', KEYS[4], ARGV[2], 'PX', ARGV[4])
+  redis.call('HSET', KEYS[3], 'idem_key', KEYS[4])
+end
 return {1, ARGV[2]}
 """
 
@@ -82,10 +85,14 @@ end
 return n
 """
 
-# KEYS: dead. ARGV: prefix, id.
+# KEYS: dead. ARGV: prefix, id. The app's idempotency key goes with the message (as in
+# SQLite, where it is a column of the row): sent again, it is a new message.
 DELETE = """
 if redis.call('ZREM', KEYS[1], ARGV[2]) == 1 then
-  redis.call('DEL', ARGV[1] .. 'm:' .. ARGV[2])
+  local m = ARGV[1] .. 'm:' .. ARGV[2]
+  local idem = redis.call('HGET', m, 'idem_key')
+  if idem and redis.call('GET', idem) == ARGV[2] then redis.call('DEL', idem) end
+  redis.call('DEL', m)
   return 1
 end
 return 0

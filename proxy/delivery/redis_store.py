@@ -81,6 +81,7 @@ class RedisStore:
         self._ready = False
         self._callbacks: list[Callable[[str], None]] = []
         self._claimed_at: dict[str, float] = {}
+        self._claim_from: dict[str, bytes | str] = {}  # where the next XAUTOCLAIM scan starts
 
     @property
     def ready(self) -> bool:
@@ -156,7 +157,11 @@ class RedisStore:
         if self.clock.monotonic() - self._claimed_at.get(queue, -CLAIM_EVERY) >= CLAIM_EVERY:
             self._claimed_at[queue] = self.clock.monotonic()
             idle_ms = int((hold_for + max(1.0, hold_for * 0.1)) * 1000)  # surely given up
-            claimed = await r.xautoclaim(k["stream"], GROUP, self.consumer, idle_ms, count=limit)
+            start = self._claim_from.get(queue, "0-0")  # a scan goes on where the last ended
+            claimed = await r.xautoclaim(
+                k["stream"], GROUP, self.consumer, idle_ms, start_id=start, count=limit
+            )
+            self._claim_from[queue] = claimed[0]  # 0-0 again once the whole list was seen
             entries += claimed[1]
         if len(entries) < limit:
             read = await r.xreadgroup(

@@ -68,6 +68,7 @@ _SETTLE_ONE = {
 }
 FROM_VALUES = sqlite3.sqlite_version_info >= (3, 33)  # UPDATE ... FROM
 DELETE = "DELETE FROM messages WHERE queue = ? AND id = ? AND state = 'dead'"
+ABANDON = "DELETE FROM messages WHERE seq = ?"  # kept by a commit the app did not wait for
 PAUSE = "INSERT OR IGNORE INTO paused (queue) VALUES (?)"
 RESUME = "DELETE FROM paused WHERE queue = ?"
 # Delivered messages past their dedup window, a bounded number per transaction.

@@ -155,9 +155,14 @@ class SqliteStore:
         self._next_seq += 1
 
         def then(result: tuple[str, bool]) -> tuple[str, bool]:
-            if not result[1]:
-                index.add(seq, message.key, message.accepted, message.accepted, message.accepted)
-                self._notify(queue)
+            if result[1]:
+                return result
+            if future.done():  # committed after the app was answered 503: taken back
+                work = lambda conn: conn.execute(sql.ABANDON, (seq,))  # noqa: E731
+                self.worker.submit(WRITE, work).add_done_callback(_quiet)  # else: delivered
+                return result
+            index.add(seq, message.key, message.accepted, message.accepted, message.accepted)
+            self._notify(queue)
             return result
 
         if not full:
@@ -307,6 +312,11 @@ class SqliteStore:
 
 def _nothing(conn: sqlite3.Connection) -> None:
     return None
+
+
+def _quiet(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved; a take-back that fails leaves it to be delivered
 
 
 def _time_out(future: asyncio.Future[Any]) -> None:

@@ -7,6 +7,8 @@ import asyncio
 import random
 from collections import defaultdict
 
+import pytest
+
 from proxy.config.model import Config
 from tests.support.delivery import control, delivery_config, post, settled, stats
 from tests.support.proxy import wait_for
@@ -128,6 +130,16 @@ async def test_the_apps_idempotency_key_answers_the_same_id_and_delivers_once(
     assert proxy.metric("fender_queue_accepts_total", queue="outbox", result="duplicate") == 1
 
 
+async def test_a_blank_idempotency_key_is_no_key(proxy_factory, upstream, client, tmp_path) -> None:
+    proxy = await proxy_factory(delivery_config(upstream.url, sqlite(tmp_path)))
+    first = await post(client, proxy.url, b"pay 10", **{"Idempotency-Key": ""})
+    second = await post(client, proxy.url, b"pay 20", **{"Idempotency-Key": " "})
+    assert first[0] == second[0] == 202 and first[1]["id"] != second[1]["id"]
+    await settled(proxy)
+    keys = {s.body: s.headers.getall("idempotency-key") for s in upstream.seen}
+    assert keys == {b"pay 10": [first[1]["id"]], b"pay 20": [second[1]["id"]]}
+
+
 async def test_headers_set_values_are_never_stored_and_a_rotated_key_is_the_one_used(
     proxy_factory, upstream, client, tmp_path
 ) -> None:
@@ -241,30 +253,76 @@ async def test_a_body_over_max_body_is_refused_413_whole_or_streamed(
     assert proxy.metric("fender_queue_accepts_total", queue="outbox", result="too_large") == 2
 
 
-async def test_on_drain_deliveries_in_flight_go_back_and_the_next_process_delivers_them(
+async def test_on_drain_deliveries_in_flight_get_the_grace_then_go_back_unspent(
     proxy_factory, upstream, client, tmp_path
 ) -> None:
-    upstream.default = Step(hang=True)
+    finish = asyncio.Event()
+    upstream.push(Step(gate=finish))  # the first delivery ends within the grace
+    upstream.default = Step(hang=True)  # the second one never does
     data = delivery_config(
         upstream.url,
         sqlite(tmp_path),
         queue={"concurrency": 2},
-        drain={"delay": "0s", "timeout": "300ms"},
+        drain={"delay": "0s", "timeout": "1s"},
     )
     proxy = await proxy_factory(data)
-    ids = [(await post(client, proxy.url, b"%d" % i))[1]["id"] for i in range(3)]
+    ids = {(await post(client, proxy.url, b"%d" % i))[1]["id"]: b"%d" % i for i in range(3)}
     await wait_for(lambda: _true(len(upstream.seen) == 2))
+    quick = upstream.seen[0].body
     loop = asyncio.get_running_loop()
     started = loop.time()
-    await proxy.fender.drain()
-    assert loop.time() - started < 3  # drain.timeout, then back to the queue
+    draining = asyncio.ensure_future(proxy.fender.drain())
+    await wait_for(lambda: _true(proxy.fender.draining))
+    finish.set()
+    await draining
+    assert 0.9 <= loop.time() - started < 3  # the whole drain.timeout, and no more
     upstream.default = Step(200)
+    first_process = len(upstream.seen)
     again = await proxy_factory(data)
     await settled(again)
     for message_id in ids:
         _, view = await control(client, again, "GET", f"/queues/outbox/messages/{message_id}")
         assert (view["state"], view["attempts"]) == ("delivered", 1)  # the cut ones: unspent
-    assert sorted(s.body for s in upstream.seen[2:]) == [b"0", b"1", b"2"]
+    resent = sorted(s.body for s in upstream.seen[first_process:])
+    assert resent == sorted(set(ids.values()) - {quick})  # what ended in the grace stays done
+
+
+@pytest.mark.parametrize(
+    ("queue", "calls", "reason", "result"),
+    [
+        ({"max_attempts": 3}, 3, "max_attempts", "dead"),  # out of attempts
+        ({"schedule": ["200ms"], "max_age": "500ms"}, 3, "expired", "expired"),  # out of time
+    ],
+)
+async def test_a_message_out_of_attempts_or_time_is_a_dead_letter(
+    proxy_factory, upstream, client, tmp_path, queue, calls, reason, result
+) -> None:
+    upstream.default = Step(503)
+    proxy = await proxy_factory(delivery_config(upstream.url, sqlite(tmp_path), queue=queue))
+    _, answer, _ = await post(client, proxy.url, b"never")
+    path = f"/queues/outbox/messages/{answer['id']}"
+
+    async def dead() -> bool:
+        return bool((await control(client, proxy, "GET", path))[1]["state"] == "dead")
+
+    await wait_for(dead, 10)
+    _, view = await control(client, proxy, "GET", path)
+    assert (view["reason"], view["attempts"], len(upstream.seen)) == (reason, calls, calls)
+    assert [a["status"] for a in view["history"]] == [503] * calls
+    assert proxy.metric("fender_deliveries_total", queue="outbox", result=result) == 1
+    assert proxy.metric("fender_deliveries_total", queue="outbox", result="retried") == calls - 1
+
+
+async def test_an_upstream_asking_to_wait_longer_than_the_schedule_is_waited(
+    proxy_factory, upstream, client, tmp_path
+) -> None:
+    upstream.push(Step(429, headers={"Retry-After": "1"}))  # the schedule says 50ms
+    proxy = await proxy_factory(delivery_config(upstream.url, sqlite(tmp_path)))
+    assert (await post(client, proxy.url, b"later"))[0] == 202
+    await settled(proxy)
+    first, second = upstream.seen
+    assert second.at - first.at >= 0.95
+    assert proxy.metric("fender_deliveries_total", queue="outbox", result="delivered") == 1
 
 
 async def _true(value: bool) -> bool:

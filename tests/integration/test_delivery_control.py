@@ -3,7 +3,10 @@ across reloads; a store that cannot open."""
 
 from __future__ import annotations
 
+import asyncio
+
 from proxy.config.model import Config
+from proxy.delivery.sqlite_store import SqliteStore
 from tests.support.delivery import control, delivery_config, post, settled, stats
 from tests.support.proxy import config, wait_for
 from tests.support.upstream import Step
@@ -136,6 +139,30 @@ async def test_a_reload_that_moves_a_queue_to_another_file_lets_the_old_one_go(
     await settled(proxy)
     assert [s.body for s in upstream.seen] == [b"to the new file"]
     assert (tmp_path / "moved.db").exists()
+
+
+async def test_a_stop_during_a_reload_s_drain_puts_the_old_queue_s_deliveries_back(
+    proxy_factory, upstream, client, tmp_path
+) -> None:
+    held = asyncio.Event()
+    upstream.default = Step(gate=held)  # the delivery hangs at the upstream
+    data = delivery_config(upstream.url, sqlite(tmp_path), drain={"delay": "0s", "timeout": "60s"})
+    proxy = await proxy_factory(data)
+    old = proxy.fender.queues.runners["outbox"]
+    assert (await post(client, proxy.url, b"in flight"))[0] == 202
+    await wait_for(lambda: _true(old.deliverer.in_flight == 1))
+    data["queues"]["outbox"]["store"] = f"sqlite://{tmp_path}/moved.db"
+    await proxy.fender.reload(Config.model_validate(data))  # the old queue drains for 60s
+    await proxy.fender.close()  # ... unless Fender stops first: then at once
+    assert old.deliverer.in_flight == 0 and not old.store.ready
+    held.set()
+    again = SqliteStore(tmp_path / "outbox.db", proxy.fender.clock)
+    await again.open()
+    try:  # the message went back to its queue, its attempt unspent
+        stats_now = await again.stats("outbox", proxy.fender.clock.wall())
+        assert (stats_now.depth, stats_now.dead) == (1, 0)
+    finally:
+        await again.close()
 
 
 async def test_a_pause_is_kept_in_the_store_and_holds_after_a_restart(

@@ -106,10 +106,16 @@ async def delivered_all(
     async def done() -> bool:
         return {s.body for s in upstream.seen if s.body in ids} == set(ids)
 
+    async def settled() -> bool:  # the last settlement may follow the upstream's answer
+        url = f"http://127.0.0.1:{fender.control}"
+        status, queues = await control(client, url, "GET", "/queues")
+        assert status == 200
+        return bool(
+            (queues["queues"]["outbox"]["dead"], queues["queues"]["outbox"]["depth"]) == (0, 0)
+        )
+
     await wait_for(done, 20)
-    status, queues = await control(client, f"http://127.0.0.1:{fender.control}", "GET", "/queues")
-    assert status == 200
-    assert (queues["queues"]["outbox"]["dead"], queues["queues"]["outbox"]["depth"]) == (0, 0)
+    await wait_for(settled, 10)
     keys: dict[bytes, set[str]] = defaultdict(set)
     for seen in upstream.seen:
         keys[seen.body].add(seen.headers["idempotency-key"])

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
+from proxy.delivery import sqlite_store
 from proxy.delivery.message import (
     DONE,
     FAIL,
@@ -216,3 +218,43 @@ async def test_a_take_cancelled_while_it_loads_leaves_its_messages_waiting(opene
     await asyncio.gather(taking, return_exceptions=True)
     (again,) = await store.take("q", 1, clock.wall(), 60)
     assert again.body == b"body 1"
+
+
+async def test_an_accept_answered_503_by_a_slow_disk_keeps_nothing(
+    opened, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, clock = opened
+    monkeypatch.setattr(sqlite_store, "ACCEPT_TIMEOUT", 0.05)
+    real, gate = store.worker.accept_many, threading.Event()
+
+    def slow_disk(conn: sqlite3.Connection, accepts: list) -> list:
+        assert gate.wait(10)  # the commit comes after the app was answered
+        return real(conn, accepts)
+
+    store.worker.accept_many = slow_disk
+    with pytest.raises(QueueUnavailable):
+        await accept(store, clock, 1)
+    store.worker.accept_many = real
+    gate.set()
+    kept, _ = await accept(store, clock, 2)
+    await store.close()
+    reopened = SqliteStore(tmp_path / "q.db", clock)
+    await reopened.open()
+    try:  # after a restart too, only what got its 202 waits
+        assert (await reopened.stats("q", clock.wall())).depth == 1
+        (taken,) = await reopened.take("q", 10, clock.wall(), 60.0)
+        assert (taken.id, taken.body) == (kept, b"body 2")
+    finally:
+        await reopened.close()
+
+
+async def test_a_deleted_dead_letter_takes_its_idempotency_key_with_it(opened) -> None:
+    store, clock = opened
+    first, _ = await accept(store, clock, 1, idem="order-7")
+    (taken,) = await store.take("q", 1, clock.wall(), 60)
+    record = attempt_record(clock.wall(), 422, "", 3.0)
+    await store.settle("q", taken, Settlement(FAIL, record, reason="rejected"))
+    assert await accept(store, clock, 2, idem="order-7") == (first, True)
+    assert await store.delete("q", first) is True
+    again, duplicate = await accept(store, clock, 3, idem="order-7")
+    assert again != first and not duplicate
