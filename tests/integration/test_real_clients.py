@@ -30,6 +30,7 @@ from websockets.asyncio.server import serve as ws_serve
 from tests.support.fake_openai import WORDS, FakeOpenAI
 from tests.support.gunicorn import Gunicorn
 from tests.support.proxy import config, wait_for
+from tests.support.raw import RawUpstream
 from tests.support.tools import _apt
 from tests.support.wire import at_eof, read_answer
 from tests.support.wsgi_upstream import pattern
@@ -1173,38 +1174,24 @@ async def test_client_paused_longer_than_idle_still_gets_the_whole_answer(
     assert proxy.metric("fender_requests_total", route="all", outcome="ok") == 1
 
 
-class CloseAfterAnswer:
+class CloseAfterAnswer(RawUpstream):
     """A raw upstream that answers with keep-alive framing (a length, no `close`) and then
     closes: at once (`when="answered"`), or when the next request comes (`when="next"`,
     the keep-alive race: its idle timeout crossed that request)."""
 
     def __init__(self, when: str) -> None:
+        super().__init__(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+        )
         self.when = when
         self.requests = 0
-        self.connections = 0
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> CloseAfterAnswer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         try:
             await reader.readuntil(b"\r\n\r\n")
             self.requests += 1
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
-            )
+            writer.write(self.answer)
             await writer.drain()
             if self.when == "next":
                 await reader.readuntil(b"\r\n\r\n")  # read, never answered
