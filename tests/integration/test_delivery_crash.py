@@ -5,85 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-import resource
 import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.integration.test_lifecycle import wait_ready
-from tests.support.delivery import control
+from tests.support.delivery import Process, control, fender_process
 from tests.support.proxy import wait_for
 from tests.support.upstream import ScriptedUpstream, Step
 
-POLICY = """\
-version: 1
-control: {{address: 127.0.0.1:{control}}}
-drain: {{delay: 0s, timeout: 2s}}
-log: {{access: false}}
-listeners:
-  - name: egress
-    address: 127.0.0.1:{port}
-    routes: [{{name: send, upstream: up, delivery: {{queue: outbox}}}}]
-upstreams:
-  up: {{endpoints: ["http://127.0.0.1:{upstream}"]}}
-queues:
-  outbox:
-    store: sqlite://{store}
-    schedule: [50ms]
-    max_attempts: 1000
-    concurrency: 8
-"""
 
-
-class Process:
-    """`fender run` on a policy file; stopped by its PID."""
-
-    def __init__(self, path: Path, port: int, control: int, file_limit: int | None = None) -> None:
-        self.path, self.port, self.control = path, port, control
-        self.file_limit = file_limit
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self, client: aiohttp.ClientSession) -> None:
-        limit = self.file_limit
-
-        def limit_files() -> None:  # a disk that takes no more than `limit` bytes a file
-            if limit is not None:
-                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "proxy", "run", "-c", str(self.path),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=limit_files if limit is not None else None,
-        )  # fmt: skip
-        await wait_ready(client, self.control)
-
-    async def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()  # SIGKILL: no drain, no goodbye
-        await self.proc.wait()
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.terminate()
-            await asyncio.wait_for(self.proc.wait(), 10)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-def policy(tmp_path: Path, ports, upstream_port: int, store: Path | None = None) -> Process:
-    port, control = ports(), ports()
-    path = tmp_path / "fender.yaml"
-    text = POLICY.format(
-        control=control, port=port, upstream=upstream_port, store=store or tmp_path / "outbox.db"
-    )
-    path.write_text(text)
-    return Process(path, port, control)
+def processes(tmp_path: Path, ports, upstream_port: int, store: Path | None = None) -> Process:
+    """One Fender on an SQLite queue (the same file each time it is started again)."""
+    url = f"sqlite://{store or tmp_path / 'outbox.db'}"
+    return fender_process(tmp_path / "fender.yaml", ports, upstream_port, url, max_attempts=1000)
 
 
 async def accept(client: aiohttp.ClientSession, url: str, count: int) -> dict[bytes, str]:
@@ -126,7 +63,7 @@ async def test_kill_9_after_500_accepts_with_the_upstream_down_loses_nothing(
     tmp_path, client, aiohttp_server, unused_tcp_port_factory
 ) -> None:
     upstream_port = unused_tcp_port_factory()  # nothing listens there: down
-    fender = policy(tmp_path, unused_tcp_port_factory, upstream_port)
+    fender = processes(tmp_path, unused_tcp_port_factory, upstream_port)
     await fender.start(client)
     try:
         ids = await accept(client, fender.url, 500)
@@ -146,7 +83,7 @@ async def test_kill_9_with_deliveries_in_flight_loses_nothing_and_resends_under_
     held = asyncio.Event()
     upstream.default = Step(gate=held)  # every delivery hangs at the upstream
     server = await aiohttp_server(upstream.app)
-    fender = policy(tmp_path, unused_tcp_port_factory, server.port)
+    fender = processes(tmp_path, unused_tcp_port_factory, server.port)
     await fender.start(client)
     try:
         ids = await accept(client, fender.url, 500)
@@ -187,7 +124,7 @@ async def test_a_disk_that_fails_writes_answers_503_and_every_202_is_kept(
             pytest.skip("mounting a tmpfs needs root and a kernel that allows it here")
         store = mounted / "outbox.db"
     upstream_port = unused_tcp_port_factory()  # down: accepted messages stay on disk
-    fender = policy(tmp_path, unused_tcp_port_factory, upstream_port, store)
+    fender = processes(tmp_path, unused_tcp_port_factory, upstream_port, store)
     if disk == "file_size_limit":
         fender.file_limit = 512 * 1024
     try:

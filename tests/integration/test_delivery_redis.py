@@ -4,39 +4,17 @@ letters seen by all; a Redis that is down answers 503, never 202."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 
 import redis.asyncio as aioredis
 
 from proxy.delivery.message import FAIL, NewMessage, Settlement, attempt_record, new_id
 from proxy.delivery.redis_store import CLAIM_EVERY, GROUP, RedisStore
-from tests.integration.test_lifecycle import wait_ready
 from tests.support.clock import FakeClock
-from tests.support.delivery import control, delivery_config, post, stats
+from tests.support.delivery import control, delivery_config, fender_process, post, stats
 from tests.support.proxy import wait_for
 from tests.support.upstream import ScriptedUpstream, Step
 
 STREAM = "fender:q:{outbox}:stream"
-
-POLICY = """\
-version: 1
-control: {{address: 127.0.0.1:{control}}}
-drain: {{delay: 0s, timeout: 2s}}
-log: {{access: false}}
-listeners:
-  - name: egress
-    address: 127.0.0.1:{port}
-    routes: [{{name: send, upstream: up, delivery: {{queue: outbox}}}}]
-upstreams:
-  up: {{endpoints: ["{upstream}"]}}
-queues:
-  outbox:
-    store: {redis}
-    schedule: [50ms]
-    concurrency: 4
-    delivery_timeout: 1s
-"""
 
 
 async def test_two_replicas_share_a_queue_and_one_takes_over_what_a_killed_one_held(
@@ -46,33 +24,29 @@ async def test_two_replicas_share_a_queue_and_one_takes_over_what_a_killed_one_h
     held = asyncio.Event()
     upstream.default = Step(gate=held)  # deliveries hang at the upstream until released
     server = await aiohttp_server(upstream.app)
-    replicas = []
-    for name in ("a", "b"):
-        port, control_port = unused_tcp_port_factory(), unused_tcp_port_factory()
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(
-            POLICY.format(
-                control=control_port, port=port, upstream=f"http://127.0.0.1:{server.port}",
-                redis=redis_url,
-            )
-        )  # fmt: skip
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "proxy", "run", "-c", str(path),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        replicas.append((proc, port, control_port))
+    replicas = [
+        fender_process(
+            tmp_path / f"{name}.yaml",
+            unused_tcp_port_factory,
+            server.port,
+            redis_url,
+            concurrency=4,
+            delivery_timeout="1s",
+        )
+        for name in ("a", "b")
+    ]
     redis = aioredis.Redis.from_url(redis_url)
     try:
-        for _, _, control_port in replicas:
-            await wait_ready(client, control_port)
+        for replica in replicas:
+            await replica.start(client)
         ids: dict[bytes, str] = {}
         for i in range(40):  # the app's calls go to either replica
-            port = replicas[i % 2][1]
-            async with client.post(f"http://127.0.0.1:{port}/send", data=b"m%d" % i) as resp:
+            async with client.post(replicas[i % 2].url + "/send", data=b"m%d" % i) as resp:
                 assert resp.status == 202
                 ids[b"m%d" % i] = (await resp.json())["id"]
         await wait_for(lambda: _true(len(upstream.seen) >= 8))  # 4 in flight at each
-        killed = replicas[0][0]
+        killed = replicas[0].proc
+        assert killed is not None
         pending = await redis.xpending(STREAM, "fender")
         (name,) = [
             c["name"] for c in pending["consumers"] if f":{killed.pid}:" in c["name"].decode()
@@ -104,10 +78,8 @@ async def test_two_replicas_share_a_queue_and_one_takes_over_what_a_killed_one_h
         assert keys == set(ids.items())  # taken over with the same Idempotency-Key
     finally:
         await redis.aclose()
-        for proc, _, _ in replicas:
-            if proc.returncode is None:
-                proc.terminate()
-                await asyncio.wait_for(proc.wait(), 10)
+        for replica in replicas:
+            await replica.stop()
 
 
 async def test_dead_letters_are_shared_and_retried_from_any_replica(

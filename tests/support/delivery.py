@@ -3,9 +3,16 @@ queue to settle."""
 
 from __future__ import annotations
 
+import asyncio
+import resource
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 
 from tests.support.proxy import RunningProxy, config, wait_for
 
@@ -64,3 +71,67 @@ async def control(
     base = proxy_or_url if isinstance(proxy_or_url, str) else proxy_or_url.control_url
     async with client.request(method, base + path) as resp:
         return resp.status, await resp.json(content_type=None)
+
+
+class Process:
+    """`fender run` on a policy file; stopped by its PID."""
+
+    def __init__(self, path: Path, port: int, control: int, file_limit: int | None = None) -> None:
+        self.path, self.port, self.control = path, port, control
+        self.file_limit = file_limit
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, client: aiohttp.ClientSession) -> None:
+        from tests.integration.test_lifecycle import wait_ready
+
+        limit = self.file_limit
+
+        def limit_files() -> None:  # a disk that takes no more than `limit` bytes a file
+            if limit is not None:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "proxy", "run", "-c", str(self.path),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=limit_files if limit is not None else None,
+        )  # fmt: skip
+        await wait_ready(client, self.control)
+
+    async def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()  # SIGKILL: no drain, no goodbye
+        await self.proc.wait()
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            await asyncio.wait_for(self.proc.wait(), 10)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def fender_process(
+    path: Path, ports: Callable[[], int], upstream_port: int, store: str, **queue: Any
+) -> Process:
+    """A policy file at `path` with one route `send` that delivers through queue `outbox`
+    (in `store`) to the upstream on `upstream_port`, and the Process that runs it."""
+    port, control = ports(), ports()
+    data = {
+        "version": 1,
+        "control": {"address": f"127.0.0.1:{control}"},
+        "drain": {"delay": "0s", "timeout": "2s"},
+        "log": {"access": False},
+        "listeners": [
+            {
+                "name": "egress",
+                "address": f"127.0.0.1:{port}",
+                "routes": [{"name": "send", "upstream": "up", "delivery": {"queue": "outbox"}}],
+            }
+        ],
+        "upstreams": {"up": {"endpoints": [f"http://127.0.0.1:{upstream_port}"]}},
+        "queues": {"outbox": {"store": store, "schedule": ["50ms"], "concurrency": 8, **queue}},
+    }
+    path.write_text(yaml.safe_dump(data))
+    return Process(path, port, control)
